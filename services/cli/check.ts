@@ -1,0 +1,206 @@
+// `stacksanity check`: unwind every sample of the given dumps with each strategy, print a summary
+// per strategy and verdict, then the failing samples. Exit 0 when all are consistent, 1 when
+// failures were found, 2 when the input was unusable.
+import { readFileSync } from 'node:fs';
+import { parseJsonDump } from '../core/dump/json.ts';
+import { parseTextDump } from '../core/dump/text.ts';
+import { DumpError, rejectionOf, type ParseResult } from '../core/dump/errors.ts';
+import { hasFullState, type Sample } from '../core/dump/sample.ts';
+import { checkSample } from '../core/check/checker.ts';
+import { CheckSummary } from '../core/check/summary.ts';
+import { GOOD_VERDICTS } from '../core/check/reasons.ts';
+import { KernelProfile, parseProfileOptions, type ProfileOptions } from '../core/symbols/profile.ts';
+import { renderKernelTrace } from '../core/render/kernel-text.ts';
+import { sampleCheckToJson } from '../core/render/json.ts';
+import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
+import { formatHex64 } from '../core/u64.ts';
+import { readInput, detectFormat, DEFAULT_MAX_INPUT } from './inputs.ts';
+import { Progress } from './progress.ts';
+
+export interface CheckOptions {
+  files: string[];
+  kallsyms?: string;
+  profile?: string;
+  strategies?: StrategyName[];
+  format: 'text' | 'json';
+  maxBytes?: number;
+  maxFailures?: number;
+}
+
+export interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURES = 1;
+export const EXIT_UNUSABLE = 2;
+
+export function runCheck(o: CheckOptions, io: Io): number {
+  const maxBytes = o.maxBytes ?? DEFAULT_MAX_INPUT;
+  let profile: KernelProfile | undefined;
+  try {
+    profile = loadProfile(o, maxBytes);
+  } catch (e) {
+    io.err(`stacksanity: ${e instanceof DumpError ? e.describe() : (e as Error).message}\n`);
+    return EXIT_UNUSABLE;
+  }
+  // The fp baseline loses the interrupted function at every entry by design: it is shown for
+  // comparison and only counts as a failure when asked for by name.
+  const explicit = o.strategies !== undefined;
+  // By default: the strategies this kernel's entry code supports (its profile's layouts), plus
+  // the baseline. Asking for another by name shows it failing with pt_regs_not_decoded.
+  const strategies = o.strategies ?? STRATEGIES.filter((s) => s === 'fp' || !profile || profile.layouts.has(s));
+  const summary = new CheckSummary(o.maxFailures ?? 20);
+  let inputsRead = 0;
+  let index = 0;
+  for (const file of o.files) {
+    let parsed: ParseResult<Sample>;
+    try {
+      const text = readInput(file, maxBytes);
+      const name = file === '-' ? '<stdin>' : file;
+      parsed = detectFormat(text) === 'json' ? parseJsonDump(text, { file: name, maxBytes }) : parseTextDump(text, { file: name, maxBytes });
+      inputsRead++;
+    } catch (e) {
+      if (e instanceof DumpError) {
+        summary.reject(rejectionOf(e, index));
+        io.err(`stacksanity: ${e.describe()}\n`);
+        continue;
+      }
+      throw e;
+    }
+    const base = index;
+    for (const r of parsed.rejected) summary.reject({ ...r, sampleIndex: base + r.sampleIndex });
+    const progress = new Progress(parsed.samples.length, file);
+    let i = 0;
+    for (const s of parsed.samples) {
+      const at = base + i++;
+      progress.tick(i);
+      if (!hasFullState(s)) {
+        summary.addCallchainOnly(s);
+        continue;
+      }
+      if (!profile) {
+        summary.reject({ sampleIndex: at, reason: 'unknown_build_id', message: `${where(s)}: no kernel profile to unwind with: pass --kallsyms FILE`, where: { sampleIndex: at } });
+        continue;
+      }
+      if (s.kernel !== undefined && profile.buildId !== undefined && s.kernel !== profile.buildId) {
+        summary.reject({ sampleIndex: at, reason: 'unknown_build_id', message: `${where(s)}: sample names kernel build ${s.kernel}, but the profile is for ${profile.buildId}`, where: { sampleIndex: at } });
+        continue;
+      }
+      const check = checkSample(s, profile, strategies);
+      summary.add(at, s, explicit ? check : withoutBaseline(check));
+      if (!explicit) addBaselineTally(summary, check);
+    }
+    progress.finish();
+    index = base + parsed.samples.length + parsed.rejected.length;
+  }
+  if (inputsRead === 0 || (summary.samples === 0 && summary.rejectedCount > 0)) {
+    printSummary(summary, io, o, profile);
+    io.err('stacksanity: no usable samples in the input\n');
+    return EXIT_UNUSABLE;
+  }
+  if (o.format === 'json') printJson(summary, io, profile);
+  else printSummary(summary, io, o, profile);
+  return summary.failingSamples > 0 ? EXIT_FAILURES : EXIT_OK;
+}
+
+function withoutBaseline(c: ReturnType<typeof checkSample>): ReturnType<typeof checkSample> {
+  return { results: c.results.filter((r) => r.strategy !== 'fp'), disagreements: c.disagreements };
+}
+
+function addBaselineTally(summary: CheckSummary, c: ReturnType<typeof checkSample>): void {
+  for (const r of c.results) {
+    if (r.strategy !== 'fp') continue;
+    let m = summary.verdicts.get('fp');
+    if (!m) summary.verdicts.set('fp', (m = new Map()));
+    m.set(r.verdict, (m.get(r.verdict) ?? 0) + 1);
+    if (!GOOD_VERDICTS.has(r.verdict) && r.reason) {
+      let rm = summary.reasons.get('fp');
+      if (!rm) summary.reasons.set('fp', (rm = new Map()));
+      rm.set(r.reason, (rm.get(r.reason) ?? 0) + 1);
+    }
+  }
+}
+
+function loadProfile(o: CheckOptions, maxBytes: number): KernelProfile | undefined {
+  let opts: ProfileOptions = {};
+  if (o.profile) {
+    let json: unknown;
+    try {
+      json = JSON.parse(readFileSync(o.profile, 'utf8'));
+    } catch (e) {
+      throw new DumpError('bad_json', `cannot read the profile: ${(e as Error).message}`, { file: o.profile });
+    }
+    opts = parseProfileOptions(json, o.profile);
+  }
+  if (!o.kallsyms) return undefined;
+  return KernelProfile.fromKallsyms(readInput(o.kallsyms, maxBytes), { ...opts, file: o.kallsyms });
+}
+
+function where(s: Sample): string {
+  const src = s.source ? `${s.source.file}:${s.source.line}` : '';
+  const who = [s.comm, s.tid !== undefined ? String(s.tid) : s.pid !== undefined ? String(s.pid) : undefined].filter(Boolean).join(' ');
+  return [src, who].filter(Boolean).join(' ');
+}
+
+function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: KernelProfile | undefined): void {
+  const lines: string[] = [];
+  lines.push(`samples: ${sm.samples} checked, ${sm.rejectedCount} rejected${sm.callchainOnly ? `, ${sm.callchainOnly} callchain-only (no registers or stack memory to unwind)` : ''}`);
+  if (sm.verdicts.size > 0) {
+    lines.push('');
+    lines.push('strategy      verdicts');
+    for (const [strategy, m] of sm.verdicts) {
+      const parts = [...m].sort((a, b) => b[1] - a[1]).map(([v, n]) => `${v} ${n}`);
+      const note = strategy === 'fp' && !o.strategies ? '  (baseline, not counted as failure)' : '';
+      lines.push(`${strategy.padEnd(13)} ${parts.join(', ')}${note}`);
+      const rm = sm.reasons.get(strategy);
+      if (rm && rm.size > 0) lines.push(`${''.padEnd(13)}   reasons: ${[...rm].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${r} ${n}`).join(', ')}`);
+    }
+  }
+  if (sm.disagreements || sm.falseReliable) lines.push(`disagreeing samples: ${sm.disagreements}; false_reliable: ${sm.falseReliable}`);
+  if (sm.flaggedFrames.size > 0) lines.push(`flagged host callchain frames: ${[...sm.flaggedFrames].map(([f, n]) => `${f} ${n}`).join(', ')}`);
+  if (sm.rejected.size > 0) {
+    lines.push(`rejected by reason: ${[...sm.rejected].map(([r, n]) => `${r} ${n}`).join(', ')}`);
+    for (const r of sm.rejections.slice(0, 20)) lines.push(`  ${r.message}`);
+    if (sm.rejections.length > 20) lines.push(`  ... ${sm.rejectedCount - 20} more`);
+  }
+  if (profile && sm.failures.length > 0) {
+    lines.push('');
+    lines.push(`failing samples: ${sm.failingSamples}${sm.failingSamples > sm.failures.length ? ` (first ${sm.failures.length} shown)` : ''}`);
+    for (const f of sm.failures) {
+      lines.push('');
+      const s = f.sample;
+      lines.push(`--- sample ${f.index}${s.source ? ` (${s.source.file}:${s.source.line})` : ''} ${s.comm ?? ''} ${s.tid ?? s.pid ?? ''} cpu ${s.cpu ?? '?'} trigger ${s.trigger}${s.regs?.ip !== undefined ? ` ip ${formatHex64(s.regs.ip)}` : ''}`);
+      for (const r of f.check.results) {
+        const bad = !GOOD_VERDICTS.has(r.verdict) || r.falseReliable;
+        const detail = [r.reason, r.missing.length ? `missing ${r.missing.join(', ')}` : '', r.extra.length ? `extra ${r.extra.join(', ')}` : '', r.falseReliable ? 'FALSE RELIABLE' : '']
+          .filter(Boolean).join('; ');
+        lines.push(`  ${r.strategy.padEnd(12)} ${r.verdict}${detail ? ` (${detail})` : ''}${bad ? '' : ''}`);
+      }
+      if (f.check.disagreements.length) lines.push(`  disagree: ${f.check.disagreements.map((d) => d.join('/')).join(' ')}`);
+      const shown = f.check.results.find((r) => !GOOD_VERDICTS.has(r.verdict) || r.falseReliable) ?? f.check.results[0];
+      if (shown) {
+        lines.push(`  ${shown.strategy} trace:`);
+        for (const l of renderKernelTrace(s, profile, shown.unwind).trimEnd().split('\n')) lines.push(`    ${l}`);
+      }
+    }
+  }
+  io.out(lines.join('\n') + '\n');
+}
+
+function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined): void {
+  const obj = {
+    samples: sm.samples,
+    callchain_only: sm.callchainOnly,
+    rejected: Object.fromEntries(sm.rejected),
+    rejections: sm.rejections,
+    verdicts: Object.fromEntries([...sm.verdicts].map(([k, m]) => [k, Object.fromEntries(m)])),
+    reasons: Object.fromEntries([...sm.reasons].map(([k, m]) => [k, Object.fromEntries(m)])),
+    disagreeing_samples: sm.disagreements,
+    false_reliable: sm.falseReliable,
+    failing_samples: sm.failingSamples,
+    failures: profile ? sm.failures.map((f) => ({ index: f.index, source: f.sample.source, ...sampleCheckToJson(f.check, profile) })) : [],
+  };
+  io.out(JSON.stringify(obj, null, 2) + '\n');
+}

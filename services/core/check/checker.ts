@@ -1,0 +1,138 @@
+// Verdicts (DESIGN §3.4): each strategy's unwind judged against ground truth when the sample has
+// it, else against the host's own callchain, else against the invariants alone; agreement across
+// strategies; and false_reliable — a strategy that claimed a reliable trace and was wrong.
+import type { Sample } from '../dump/sample.ts';
+import type { KernelProfile } from '../symbols/profile.ts';
+import type { EntryType } from '../symbols/entry-types.ts';
+import { isEntryType } from '../symbols/entry-types.ts';
+import { signedFromBig } from '../u64.ts';
+import { unwind } from '../unwind/index.ts';
+import { STRATEGIES, type StrategyName, type UnwindOptions, type UnwindResult } from '../unwind/types.ts';
+import { align, type RefFrame } from './compare.ts';
+import { ERROR_REASONS, type Reason, type Verdict } from './reasons.ts';
+
+export type Reference = 'truth' | 'host' | 'none';
+
+export interface StrategyCheck {
+  strategy: StrategyName;
+  unwind: UnwindResult;
+  verdict: Verdict;
+  reason?: Reason;
+  /** The entry type nearest the failure ('none' when the trace crossed no entry). */
+  entry: EntryType | 'none';
+  reference: Reference;
+  /** Functions of reference frames the unwind lost / frames it reported that the reference lacks. */
+  missing: string[];
+  extra: string[];
+  reliable: boolean;
+  falseReliable: boolean;
+}
+
+export interface SampleCheck {
+  results: StrategyCheck[];
+  /** Pairs of strategies (the fp baseline excluded) whose traces differ. */
+  disagreements: [StrategyName, StrategyName][];
+}
+
+export const DEFAULT_STRATEGIES: readonly StrategyName[] = STRATEGIES;
+
+export function checkSample(
+  sample: Sample,
+  profile: KernelProfile,
+  strategies: readonly StrategyName[] = DEFAULT_STRATEGIES,
+  opts?: UnwindOptions,
+): SampleCheck {
+  const ref = referenceOf(sample);
+  const results = strategies.map((s) => judge(sample, profile, unwind(sample, profile, s, opts), ref));
+  return { results, disagreements: disagreements(results) };
+}
+
+export interface Ref {
+  kind: Reference;
+  frames: RefFrame[];
+  entries: (EntryType | undefined)[];
+}
+
+export function referenceOf(sample: Sample): Ref {
+  if (sample.truth && sample.truth.frames.length > 0) {
+    return {
+      kind: 'truth',
+      frames: sample.truth.frames.map((f) => ({ ipS: signedFromBig(f.ip), kind: f.kind, tolerated: f.tolerated !== undefined })),
+      entries: sample.truth.frames.map((f) => (f.entry !== undefined && isEntryType(f.entry) ? f.entry : f.kind === 'regs' ? 'unknown' : undefined)),
+    };
+  }
+  const chain = sample.callchain?.filter((c) => (c.addr >> 63n) === 1n && c.flags.every((f) => f !== 'all_ones' && f !== 'zero' && f !== 'non_canonical'));
+  if (chain && chain.length > 0) {
+    return { kind: 'host', frames: chain.map((c) => ({ ipS: signedFromBig(c.addr), kind: 'call', tolerated: false })), entries: chain.map(() => undefined) };
+  }
+  return { kind: 'none', frames: [], entries: [] };
+}
+
+export function judge(sample: Sample, profile: KernelProfile, u: UnwindResult, ref: Ref): StrategyCheck {
+  const out: StrategyCheck = {
+    strategy: u.strategy, unwind: u, verdict: 'consistent', entry: 'none', reference: ref.kind,
+    missing: [], extra: [], reliable: u.reliable, falseReliable: false,
+  };
+  const lastEntry = [...u.frames].reverse().find((f) => f.kind === 'regs')?.entry;
+  if (lastEntry) out.entry = lastEntry;
+  const stopped = u.outcome === 'error' || u.outcome === 'depth_limit';
+
+  if (stopped && u.reason !== undefined && ERROR_REASONS.has(u.reason)) {
+    out.verdict = 'error';
+    out.reason = u.reason;
+    return out;
+  }
+  if (ref.kind === 'none') {
+    if (stopped) {
+      out.verdict = 'error';
+      if (u.reason) out.reason = u.reason;
+    }
+    return out;
+  }
+
+  const trace = Float64Array.from(u.frames, (f) => f.ipS);
+  const a = align(trace, ref.frames);
+  const name = (ipS: number, ret: boolean) => profile.symbols.format(BigInt.asUintN(64, BigInt(ipS)), ret);
+  out.missing = a.missing.map((k) => name(ref.frames[k]!.ipS, ref.frames[k]!.kind === 'call').replace(/\+.*$/, ''));
+  out.extra = a.extra.map((k) => name(u.frames[k]!.ipS, u.frames[k]!.kind === 'call').replace(/\+.*$/, ''));
+  const hardMissing = a.missing.filter((k) => !ref.frames[k]!.tolerated);
+  // The entry label of a failure: the entry of the first lost interrupted frame, else the trace's.
+  const lostEntry = a.missing.map((k) => ref.entries[k]).find((e) => e !== undefined);
+  if (lostEntry) out.entry = lostEntry;
+
+  if (stopped && a.extra.length === 0 && a.prefix) {
+    out.verdict = 'truncated';
+    if (u.reason) out.reason = u.reason;
+  } else if (a.missing.length === 0 && a.extra.length === 0) {
+    out.verdict = 'exact';
+  } else if (a.extra.length === 0 && hardMissing.length === 0) {
+    out.verdict = stopped ? 'truncated' : 'tolerated';
+    if (stopped && u.reason) out.reason = u.reason;
+  } else if (a.extra.length === 0) {
+    out.verdict = 'missing_frames';
+    out.reason = stopped && u.reason ? u.reason : hardMissing.some((k) => ref.frames[k]!.kind === 'regs') ? 'missing_interrupted_frame' : 'missing_caller';
+  } else if (hardMissing.length === 0) {
+    out.verdict = 'extra_frames';
+    out.reason = stopped && u.reason ? u.reason : 'extra_frame';
+  } else {
+    out.verdict = 'wrong_frames';
+    out.reason = stopped && u.reason ? u.reason : 'wrong_frame';
+  }
+  out.falseReliable = ref.kind === 'truth' && u.reliable && out.verdict !== 'exact';
+  return out;
+}
+
+function disagreements(results: StrategyCheck[]): [StrategyName, StrategyName][] {
+  const usable = results.filter((r) => r.strategy !== 'fp' && r.verdict !== 'error');
+  const out: [StrategyName, StrategyName][] = [];
+  for (let i = 0; i < usable.length; i++) {
+    for (let j = i + 1; j < usable.length; j++) {
+      const a = usable[i]!.unwind.frames;
+      const b = usable[j]!.unwind.frames;
+      let same = a.length === b.length;
+      for (let k = 0; same && k < a.length; k++) if (a[k]!.ipS !== b[k]!.ipS) same = false;
+      if (!same) out.push([usable[i]!.strategy, usable[j]!.strategy]);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,41 @@
+// The closed list of reasons an unwind failed or a verdict is not exact. Each mirrors a check the
+// kernel makes (reference/kernel-unwinders.md §9) or names the way a trace differs from the truth.
+// docs/verdicts.md documents every one with an example and the kernel rule or warning it mirrors.
+
+export const REASONS = [
+  // The walk stopped: the kernel's own rules (update_stack_state, get_stack_info, __kernel_text_address)
+  'bad_frame_pointer', // next bp (or regs->bp) lies on no stack reachable from here, or is misaligned
+  'frame_out_of_bounds', // a frame header or pt_regs straddles the end of its stack
+  'bad_stack_link', // the word linking this stack to the one it interrupted points nowhere known
+  'stack_recursion', // the chain leads back to a stack type already visited
+  'frame_not_ascending', // a frame lies below the end of the previous one on the same stack (a loop)
+  'non_text_return_address', // a return address that is not kernel text
+  'pt_regs_not_decoded', // an entry was crossed that this strategy cannot decode on this kernel
+  'did_not_reach_end', // a null frame pointer before the bottom of the task stack
+  'depth_limit', // more frames than the limit (perf stores at most 127)
+  'not_captured', // the walk needs stack bytes the sample did not capture
+  'no_regs', // the sample has no registers or no stack memory to unwind
+  // The walk ended but the trace differs from the reference (ground truth or host callchain)
+  'missing_interrupted_frame', // the function an entry interrupted (regs->ip) is missing
+  'missing_caller', // a caller is missing outside any tolerated window
+  'extra_frame', // a frame that is not in the reference
+  'wrong_frame', // frames both missing and extra: the trace went a different way
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+/** Reasons after which a strategy produced no meaningful trace at all. */
+export const ERROR_REASONS: ReadonlySet<Reason> = new Set(['pt_regs_not_decoded', 'no_regs']);
+
+export const VERDICTS = [
+  'exact', // equals the reference
+  'tolerated', // differs only in frames the kernel documents as lossy at this instant (prologue, ...)
+  'consistent', // no reference to compare with, and every invariant held to a valid end
+  'missing_frames',
+  'extra_frames',
+  'wrong_frames',
+  'truncated', // a correct prefix, then the walk stopped (reason says why)
+  'error', // the strategy could not unwind this sample (reason says why)
+] as const;
+export type Verdict = (typeof VERDICTS)[number];
+
+export const GOOD_VERDICTS: ReadonlySet<Verdict> = new Set(['exact', 'tolerated', 'consistent']);

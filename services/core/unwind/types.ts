@@ -1,0 +1,46 @@
+// The unwind result (DESIGN §3.3): ordered frames, how the walk ended, and the reliability claim.
+import type { FrameKind, Regs } from '../dump/sample.ts';
+import type { StackType } from '../stack/layout.ts';
+import type { EntryType } from '../symbols/entry-types.ts';
+import type { Reason } from '../check/reasons.ts';
+
+export const STRATEGIES = ['fp', 'kernel_entry', 'section', 'encoded_fp'] as const;
+export type StrategyName = (typeof STRATEGIES)[number] | 'orc';
+
+export interface Frame {
+  ip: bigint;
+  /** Signed form of ip (exact for kernel text), for fast comparison. */
+  ipS: number;
+  /** start: the sampled ip; call: a return address; regs: the ip an entry interrupted. */
+  kind: FrameKind;
+  stack: StackType;
+  /** Address of the stack word this ip was read from (absent for the start frame). */
+  slot?: bigint;
+  /** For regs frames: the entry crossed, where pt_regs sat, and what they held. */
+  entry?: EntryType;
+  regsAt?: bigint;
+  regs?: Regs;
+}
+
+/** user: reached user-mode pt_regs; kthread: kernel-mode regs at the task stack's top (ret_from_fork, idle). */
+export const OUTCOMES = ['user', 'kthread', 'task_top', 'error', 'depth_limit'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+export interface UnwindResult {
+  strategy: StrategyName;
+  frames: Frame[];
+  outcome: Outcome;
+  /** Why the walk stopped, when outcome is error or depth_limit. */
+  reason?: Reason;
+  /** The kernel-style message for the stop, e.g. "kernel stack frame pointer at ... has bad value ...". */
+  message?: string;
+  /** Livepatch rules (reference §4): the strategy's own claim that the trace is complete. */
+  reliable: boolean;
+  /** Stack types in the order the walk visited them. */
+  stacks: StackType[];
+}
+
+export interface UnwindOptions {
+  /** At most this many frames (start frame included). Default 128. */
+  maxFrames?: number;
+}
