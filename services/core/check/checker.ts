@@ -73,8 +73,13 @@ export function judge(sample: Sample, profile: KernelProfile, u: UnwindResult, r
     strategy: u.strategy, unwind: u, verdict: 'consistent', entry: 'none', reference: ref.kind,
     missing: [], extra: [], reliable: u.reliable, falseReliable: false,
   };
-  const lastEntry = [...u.frames].reverse().find((f) => f.kind === 'regs')?.entry;
-  if (lastEntry) out.entry = lastEntry;
+  for (let i = u.frames.length - 1; i >= 0; i--) {
+    const f = u.frames[i]!;
+    if (f.kind === 'regs') {
+      if (f.entry) out.entry = f.entry;
+      break;
+    }
+  }
   const stopped = u.outcome === 'error' || u.outcome === 'depth_limit';
 
   if (stopped && u.reason !== undefined && ERROR_REASONS.has(u.reason)) {
@@ -90,11 +95,11 @@ export function judge(sample: Sample, profile: KernelProfile, u: UnwindResult, r
     return out;
   }
 
-  const trace = Float64Array.from(u.frames, (f) => f.ipS);
+  const trace = new Float64Array(u.frames.length);
+  for (let i = 0; i < trace.length; i++) trace[i] = u.frames[i]!.ipS;
   const a = align(trace, ref.frames);
-  const name = (ipS: number, ret: boolean) => profile.symbols.format(BigInt.asUintN(64, BigInt(ipS)), ret);
-  out.missing = a.missing.map((k) => name(ref.frames[k]!.ipS, ref.frames[k]!.kind === 'call').replace(/\+.*$/, ''));
-  out.extra = a.extra.map((k) => name(u.frames[k]!.ipS, u.frames[k]!.kind === 'call').replace(/\+.*$/, ''));
+  out.missing = a.missing.map((k) => functionName(profile, ref.frames[k]!.ipS, ref.frames[k]!.kind === 'call'));
+  out.extra = a.extra.map((k) => functionName(profile, u.frames[k]!.ipS, u.frames[k]!.kind === 'call'));
   const hardMissing = a.missing.filter((k) => !ref.frames[k]!.tolerated);
   // The entry label of a failure: the entry of the first lost interrupted frame, else the trace's.
   const lostEntry = a.missing.map((k) => ref.entries[k]).find((e) => e !== undefined);
@@ -135,4 +140,10 @@ function disagreements(results: StrategyCheck[]): [StrategyName, StrategyName][]
     }
   }
   return out;
+}
+
+/** The function a frame names (a return address is looked up at addr-1, as %pB does). */
+function functionName(profile: KernelProfile, ipS: number, returnAddress: boolean): string {
+  if (!Number.isSafeInteger(ipS)) return 'non-canonical';
+  return profile.symbols.format(BigInt.asUintN(64, BigInt(ipS)), returnAddress).replace(/\+.*$/, '');
 }

@@ -90,7 +90,10 @@ export function sampleToJson(s: Sample): object {
   return o;
 }
 
-/** The document form, one key per line except for small records (a window, a callchain entry, a truth frame), which stay on one line each so that a diff shows which frame changed. */
+/**
+ * The document form: one key per line, except that each small record (a window, a callchain
+ * entry, a truth frame) stays on a line of its own, so that a diff shows which frame changed.
+ */
 export function formatJsonDump(samples: Sample[]): string {
   const doc = { format: JSON_DUMP_FORMAT, version: JSON_DUMP_VERSION, samples: samples.map(sampleToJson) };
   return pretty(doc, '', false) + '\n';
@@ -189,7 +192,10 @@ export function sampleFromJson(o: unknown, where: Location = {}): Sample {
 }
 
 class Decoder {
-  constructor(private readonly where: Location) {}
+  private readonly where: Location;
+  constructor(where: Location) {
+    this.where = where;
+  }
 
   fail(reason: RejectReason, field: string, message: string): never {
     throw new DumpError(reason, message, { ...this.where, field: field === '' ? '(sample)' : field });
@@ -230,7 +236,8 @@ class Decoder {
   id(v: unknown, field: string): number {
     if (typeof v !== 'number') this.wrongType(v, field, 'an integer');
     if (!Number.isInteger(v) || v < MIN_ID || v > MAX_ID) this.fail('bad_field', field, `expected an integer from ${MIN_ID} to ${MAX_ID}, got ${v}`);
-    return v;
+    // JSON.parse('-0') is -0, which JSON.stringify writes back as 0: normalise so a round trip is exact.
+    return v === 0 ? 0 : v;
   }
 
   hex(v: unknown, field: string): bigint {

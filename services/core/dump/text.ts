@@ -37,7 +37,9 @@ const U64_MAX_DEC = '18446744073709551615';
 const TAB = 0x09, SPACE = 0x20, CR = 0x0d, HASH = 0x23, DOT = 0x2e, COLON = 0x3a, QUOTE = 0x22;
 const BACKSLASH = 0x5c, LPAREN = 0x28, RPAREN = 0x29, MINUS = 0x2d;
 
-const HEX = new Int8Array(128).fill(-1);
+// Indexed by any UTF-16 code unit, so the digit loops need no range check; -1 ORed into an
+// accumulator marks a bad digit without a branch per character.
+const HEX = new Int8Array(65536).fill(-1);
 for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
 for (let c = 0; c < 6; c++) {
   HEX[0x61 + c] = 10 + c;
@@ -45,7 +47,7 @@ for (let c = 0; c < 6; c++) {
 }
 
 function hexVal(c: number): number {
-  return c < 128 ? HEX[c]! : -1;
+  return HEX[c] ?? -1;
 }
 function isWs(c: number): boolean {
   return c === SPACE || c === TAB;
@@ -64,14 +66,19 @@ function readHex(t: string, from: number, to: number): boolean {
   if (n <= 0 || n > 16) return false;
   let hi = 0;
   let lo = 0;
-  const split = to - 8; // digits left of this index belong to the high half
-  for (let i = from; i < to; i++) {
-    const c = t.charCodeAt(i);
-    const d = c < 128 ? HEX[c]! : -1;
-    if (d < 0) return false;
-    if (i < split) hi = (hi << 4) | d;
-    else lo = (lo << 4) | d;
+  let bad = 0;
+  const split = n > 8 ? to - 8 : from; // digits left of split belong to the high half
+  for (let i = from; i < split; i++) {
+    const d = HEX[t.charCodeAt(i)]!;
+    hi = (hi << 4) | d;
+    bad |= d;
   }
+  for (let i = split; i < to; i++) {
+    const d = HEX[t.charCodeAt(i)]!;
+    lo = (lo << 4) | d;
+    bad |= d;
+  }
+  if (bad < 0) return false;
   hexHi = hi >>> 0;
   hexLo = lo >>> 0;
   return true;
@@ -337,7 +344,7 @@ interface WindowBuilder {
   startLo: number;
   /** Declared length (`.window <start> <end>`), or -1 when the window ends at its last line. */
   declared: number;
-  /** Bytes the window may still grow to: the declared length or the room left on its stack. */
+  /** Bytes the window may hold: its declared length, or the room from its start to its stack's end. */
   limit: number;
   buf: Uint8Array;
   view: DataView;
@@ -882,22 +889,38 @@ class TextDumpParser {
     const ae = tokenEnd(t, a, end);
     let j = skipWs(t, ae, end);
     if (j >= end) throw this.err('bad_field', 'mem', '.mem needs an address and 1-4 words');
-    const w = this.continueWindow(b, t, a, ae, 'mem', 8);
-    let k: number;
+    const w = this.continueWindow(b, t, a, ae, 'mem', 0);
     let words = 0;
     while (j < end) {
-      k = j + 16;
-      if (k > end || (k < end && !isWs(t.charCodeAt(k))) || !readHex(t, j, k)) {
-        throw this.err('bad_hex', 'mem.word', `stack word '${clip(t.slice(j, tokenEnd(t, j, end)))}' is not 16 hex digits`);
+      const k = j + 16;
+      if (k > end || (k < end && !isWs(t.charCodeAt(k)))) throw this.badWord(t, j, end);
+      let hi = 0;
+      let lo = 0;
+      let bad = 0;
+      for (let p = j; p < j + 8; p++) {
+        const d = HEX[t.charCodeAt(p)]!;
+        hi = (hi << 4) | d;
+        bad |= d;
       }
+      for (let p = j + 8; p < k; p++) {
+        const d = HEX[t.charCodeAt(p)]!;
+        lo = (lo << 4) | d;
+        bad |= d;
+      }
+      if (bad < 0) throw this.badWord(t, j, end);
       if (++words > MEM_WORDS_PER_LINE) throw this.err('bad_field', 'mem', `.mem carries at most ${MEM_WORDS_PER_LINE} words`);
-      if (words > 1) this.reserve(b, w, 8, 'mem');
+      if (w.fill + 8 > w.buf.length) this.reserve(b, w, 8, 'mem');
       // Memory is little-endian: the low half of the word comes first.
-      w.view.setUint32(w.fill, hexLo, true);
-      w.view.setUint32(w.fill + 4, hexHi, true);
+      w.view.setUint32(w.fill, lo >>> 0, true);
+      w.view.setUint32(w.fill + 4, hi >>> 0, true);
       w.fill += 8;
-      j = skipWs(t, k, end);
+      j = k;
+      while (j < end && isWs(t.charCodeAt(j))) j++;
     }
+  }
+
+  private badWord(t: string, j: number, end: number): DumpError {
+    return this.err('bad_hex', 'mem.word', `stack word '${clip(t.slice(j, tokenEnd(t, j, end)))}' is not 16 hex digits`);
   }
 
   /** `.bytes <addr> <hex bytes>`: the tail of a window whose length is not a multiple of 8. */

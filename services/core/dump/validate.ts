@@ -23,7 +23,7 @@ export function validateSample(s: Sample, where: Location = {}): void {
     if (st.end <= st.begin) fail('window_out_of_bounds', 'stack.end', `stack ${st.type} ends at ${st.end.toString(16)}, not above its begin ${st.begin.toString(16)}`);
     if (st.end - st.begin > BigInt(MAX_STACK_SIZE)) fail('oversized', 'stack.end', `stack ${st.type} is ${st.end - st.begin} bytes; the largest accepted is ${MAX_STACK_SIZE}`);
     let prevEnd = -1n;
-    const wins = [...st.windows].sort((a, b) => (a.start < b.start ? -1 : 1));
+    const wins = st.windows.filter((w) => w.bytes.length > 0).sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
     for (const w of wins) {
       const wEnd = w.start + BigInt(w.bytes.length);
       if (w.start < st.begin || wEnd > st.end) {

@@ -8,8 +8,8 @@ import type { KernelProfile } from '../symbols/profile.ts';
 import type { EntryType } from '../symbols/entry-types.ts';
 import type { Reason } from '../check/reasons.ts';
 import { FRAME_HEADER_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_REGS_SIZE, type StackType } from '../stack/layout.ts';
-import type { Regs } from '../dump/sample.ts';
-import { bigFromHalves, formatHex64, signedOf } from '../u64.ts';
+import type { FrameKind, Regs } from '../dump/sample.ts';
+import { bigFromHalves, bigFromSigned, formatHex64, signedOf } from '../u64.ts';
 import { StackSpace, type SpaceStack } from './space.ts';
 import type { Frame, Outcome, StrategyName, UnwindOptions, UnwindResult } from './types.ts';
 import { DEFAULT_MAX_FRAMES, type Unwinder } from './unwinder.ts';
@@ -164,27 +164,25 @@ export abstract class FrameWalker implements Unwinder {
 
   /** update_stack_state(next_bp): the saved bp (or regs->bp) given as halves. */
   private follow(hi: number, lo: number): boolean {
-    const what = this.regs >= 0 ? `kernel stack regs at ${this.here()} has bad 'bp' value` : `kernel stack frame pointer at ${this.here()} has bad value`;
-    const value = formatHex64(bigFromHalves(hi, lo));
     const refused = this.beforeFollow(hi, lo);
     if (refused) return this.act(refused);
     if (hi === 0 && lo === 0) {
-      return this.stop('did_not_reach_end', `${what} 0000000000000000: the frame chain ends before the bottom of the task stack`);
+      return this.stop('did_not_reach_end', `${this.badBp(0, 0)}: the frame chain ends before the bottom of the task stack`);
     }
     if ((lo & 1) !== 0) {
       if (this.decodesEncodedBp) {
-        const at = this.chainLocate(hi, lo & ~1, PT_REGS_SIZE, `${what} ${value}`);
+        const at = this.chainLocate(hi, lo & ~1, PT_REGS_SIZE, hi, lo);
         return at >= 0 && this.enterRegs(at);
       }
       if (this.tripwires) {
-        return this.stop('pt_regs_not_decoded', `saved bp ${value} has bit 0 set: this kernel encodes &pt_regs in the frame pointer at entries, which the ${this.name} strategy does not decode`);
+        return this.stop('pt_regs_not_decoded', `saved bp ${formatHex64(bigFromHalves(hi, lo))} has bit 0 set: this kernel encodes &pt_regs in the frame pointer at entries, which the ${this.name} strategy does not decode`);
       }
     }
     if ((lo & 7) !== 0 && this.space.locate(hi, lo, 1) >= 0) {
       // On a stack but not word aligned: the kernel does not check this, but no frame is there.
-      return this.stop('bad_frame_pointer', `${what} ${value} (not 8-byte aligned)`);
+      return this.stop('bad_frame_pointer', `${this.badBp(hi, lo)} (not 8-byte aligned)`);
     }
-    const at = this.chainLocate(hi, lo, FRAME_HEADER_SIZE, `${what} ${value}`);
+    const at = this.chainLocate(hi, lo, FRAME_HEADER_SIZE, hi, lo);
     if (at < 0) return false;
     if (!this.ascending(at)) return false;
     this.bp = at;
@@ -202,7 +200,7 @@ export abstract class FrameWalker implements Unwinder {
     if (s !== this.cur) {
       // Reached through a saved pointer (indirect stub layout): the same chain rule applies.
       const a = this.space.addressOf(at);
-      const lin = this.chainLocate(Number(a >> 32n), Number(a & 0xffffffffn), PT_REGS_SIZE, `pt_regs pointer ${formatHex64(a)}`);
+      const lin = this.chainLocate(Number(a >> 32n), Number(a & 0xffffffffn), PT_REGS_SIZE, -1, 0);
       if (lin < 0) return false;
     }
     if (!this.ascending(at)) return false;
@@ -250,7 +248,7 @@ export abstract class FrameWalker implements Unwinder {
       this.stop('non_text_return_address', `unrecognized kernel stack return address ${formatHex64(bigFromHalves(hi, lo))} at ${formatHex64(this.space.addressOf(slot))}`);
       return;
     }
-    this.push({ ip: bigFromHalves(hi, lo), ipS: retS, kind: 'call', stack: this.cur.type, slot: this.space.addressOf(slot) });
+    this.push(new WalkFrame(this.space, retS, 'call', this.cur.type, slot, -1, undefined));
     this.lastRetS = retS;
     this.lastRetStub = this.isStubReturn(retS);
     if (action.kind === 'call_then_regs') this.nextRegs = action.regs;
@@ -267,36 +265,24 @@ export abstract class FrameWalker implements Unwinder {
       this.stop('non_text_return_address', `kernel-mode regs at ${formatHex64(this.space.addressOf(at))} hold ip ${formatHex64(bigFromHalves(hi, lo))}, which is not kernel text`);
       return;
     }
-    const regs = this.decodeRegs(at);
     const entry: EntryType = Number.isNaN(this.lastRetS) ? 'unknown' : this.profile.entryTypeAtS(this.lastRetS);
-    this.push({
-      ip: bigFromHalves(hi, lo), ipS, kind: 'regs', stack: this.space.stackAt(at).type,
-      slot: this.space.addressOf(at + OFF_IP), entry, regsAt: this.space.addressOf(at), regs,
-    });
+    this.push(new WalkFrame(this.space, ipS, 'regs', this.space.stackAt(at).type, at + OFF_IP, at, entry));
     this.lastRetS = NaN;
     this.lastRetStub = false;
-  }
-
-  private decodeRegs(at: number): Regs {
-    const r: Regs = {};
-    for (const f of PT_REGS_FIELDS) {
-      const v = this.space.readBig(at + PT_REGS_OFFSET[f]);
-      if (v !== undefined) r[f] = v;
-    }
-    return r;
   }
 
   /**
    * Where [addr, addr+len) lies, following the link chain from the current stack as the kernel
    * does (on_stack, then get_stack_info(info->next_sp)); -1 after stopping with a reason.
    */
-  protected chainLocate(hi: number, lo: number, len: number, what: string): number {
+  protected chainLocate(hi: number, lo: number, len: number, valueHi: number, valueLo: number): number {
+
     const lin = this.space.locate(hi, lo >>> 0, len);
     if (lin < 0) {
       if (this.space.locate(hi, lo >>> 0, 1) >= 0) {
-        this.stop('frame_out_of_bounds', `${what}: the ${len}-byte ${len === FRAME_HEADER_SIZE ? 'frame' : 'pt_regs'} runs past the end of its stack`);
+        this.stop('frame_out_of_bounds', `${this.whatAt(hi, lo, valueHi, valueLo)}: the ${len}-byte ${len === FRAME_HEADER_SIZE ? 'frame' : 'pt_regs'} runs past the end of its stack`);
       } else {
-        this.stop('bad_frame_pointer', `${what} (on none of the sample's stacks)`);
+        this.stop('bad_frame_pointer', `${this.whatAt(hi, lo, valueHi, valueLo)} (on none of the sample's stacks)`);
       }
       return -1;
     }
@@ -304,7 +290,7 @@ export abstract class FrameWalker implements Unwinder {
     while (target !== this.cur) {
       const slot = this.space.linkSlot(this.cur);
       if (slot < 0) {
-        this.stop('bad_frame_pointer', `${what} (on the ${target.type} stack, which the ${this.cur.type} stack does not link to)`);
+        this.stop('bad_frame_pointer', `${this.whatAt(hi, lo, valueHi, valueLo)} (on the ${target.type} stack, which the ${this.cur.type} stack does not link to)`);
         return -1;
       }
       if (!this.space.read(slot)) {
@@ -381,6 +367,21 @@ export abstract class FrameWalker implements Unwinder {
     this.frames.push(f);
   }
 
+  /**
+   * What failed to locate, for a message: a saved bp (valueHi >= 0) or a pt_regs pointer. Messages
+   * are built only when the walk stops; the hot path makes no closure per step (tsx's keepNames
+   * turns each into a defineProperty call).
+   */
+  private whatAt(hi: number, lo: number, valueHi: number, valueLo: number): string {
+    return valueHi < 0 ? `pt_regs pointer ${formatHex64(bigFromHalves(hi, lo))}` : this.badBp(valueHi, valueLo);
+  }
+
+  /** The kernel's two warnings (unwind_frame.c), for a saved bp given as halves. */
+  private badBp(hi: number, lo: number): string {
+    const v = formatHex64(bigFromHalves(hi, lo));
+    return this.regs >= 0 ? `kernel stack regs at ${this.here()} has bad 'bp' value ${v}` : `kernel stack frame pointer at ${this.here()} has bad value ${v}`;
+  }
+
   private here(): string {
     const at = this.regs >= 0 ? this.regs : this.bp;
     return at >= 0 ? formatHex64(this.space.addressOf(at)) : 'regs';
@@ -406,5 +407,44 @@ export abstract class FrameWalker implements Unwinder {
     this.ended = true;
     this.outcome = outcome;
     return false;
+  }
+}
+
+/**
+ * A reported frame. The walk keeps only numbers; the bigint addresses and the decoded pt_regs are
+ * made when someone reads them (rendering, JSON), not for every frame of every sample.
+ */
+class WalkFrame implements Frame {
+  constructor(
+    private readonly space: StackSpace,
+    readonly ipS: number,
+    readonly kind: FrameKind,
+    readonly stack: StackType,
+    private readonly slotLin: number,
+    private readonly regsLin: number,
+    readonly entry: EntryType | undefined,
+  ) {}
+
+  /** Exact: only text addresses (which the signed form holds exactly) become call and regs frames. */
+  get ip(): bigint {
+    return bigFromSigned(this.ipS);
+  }
+
+  get slot(): bigint {
+    return this.space.addressOf(this.slotLin);
+  }
+
+  get regsAt(): bigint | undefined {
+    return this.regsLin >= 0 ? this.space.addressOf(this.regsLin) : undefined;
+  }
+
+  get regs(): Regs | undefined {
+    if (this.regsLin < 0) return undefined;
+    const r: Regs = {};
+    for (const f of PT_REGS_FIELDS) {
+      const v = this.space.readBig(this.regsLin + PT_REGS_OFFSET[f]);
+      if (v !== undefined) r[f] = v;
+    }
+    return r;
   }
 }

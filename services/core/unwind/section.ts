@@ -40,7 +40,7 @@ class SectionWalker extends FrameWalker {
     if (!this.space.read(slot + stub.offset)) {
       return { kind: 'stop', reason: 'not_captured', message: 'the pt_regs pointer next to the stub return address was not captured' };
     }
-    const at = this.chainLocate(this.space.hi, this.space.lo, PT_REGS_SIZE, 'pt_regs pointer saved by the entry stub');
+    const at = this.chainLocate(this.space.hi, this.space.lo, PT_REGS_SIZE, -1, 0);
     if (at < 0) return { kind: 'stop', reason: 'pt_regs_not_decoded', message: 'the pt_regs pointer saved by the entry stub points nowhere on the sample\'s stacks' };
     return { kind: 'call_then_regs', regs: at };
   }

@@ -164,19 +164,25 @@ function checkResult(text: string): void {
   assert.deepStrictEqual(again.samples, r.samples.map(withoutSource));
 }
 
+/** CPU time of this process in ms: unlike wall time it does not grow when other tests share the machine. */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
 describe('fuzz', () => {
-  const started = Date.now();
+  const started = cpuMs();
 
   // The property sees the mutated text itself, so a failure prints the input that broke it.
   const mutated = (format: (samples: Sample[]) => string) =>
     fc.tuple(smallSamples, arbMutations).map(([samples, mutations]) => mutations.reduce((t, m) => m(t), format(samples)));
 
   test('mutated documents', () => {
-    fc.assert(fc.property(mutated(formatJsonDump), checkResult), { numRuns: 3000 });
+    fc.assert(fc.property(mutated(formatJsonDump), checkResult), { numRuns: 2500 });
   });
 
   test('mutated NDJSON', () => {
-    fc.assert(fc.property(mutated(formatNdjson), checkResult), { numRuns: 3000 });
+    fc.assert(fc.property(mutated(formatNdjson), checkResult), { numRuns: 2500 });
     // NDJSON is where one bad sample sits next to good ones; the mutations must produce that case.
     assert.ok(outcomes.someRejected > 100, JSON.stringify(outcomes));
   });
@@ -209,9 +215,9 @@ describe('fuzz', () => {
       JSON.stringify({ [`k${'x'.repeat(100_000)}`]: 1, trigger: 'nmi', stacks: [] }),
     ];
     for (const text of inputs) {
-      const t0 = Date.now();
+      const t0 = cpuMs();
       checkResult(text);
-      assert.ok(Date.now() - t0 < 2000, `slow on input starting ${JSON.stringify(text.slice(0, 30))}`);
+      assert.ok(cpuMs() - t0 < 2000, `slow on input starting ${JSON.stringify(text.slice(0, 30))}`);
     }
     const big = parseJsonDump(('{"trigger":"nmi","stacks":[]}\n').repeat(50_000));
     assert.equal(big.samples.length, 50_000);
@@ -219,6 +225,7 @@ describe('fuzz', () => {
   });
 
   test('the whole fuzz run stays within its time budget', () => {
-    assert.ok(Date.now() - started < 10_000, `fuzz took ${Date.now() - started} ms`);
+    const spent = cpuMs() - started;
+    assert.ok(spent < 10_000, `fuzz took ${Math.round(spent)} ms of CPU`);
   });
 });

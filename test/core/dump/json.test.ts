@@ -210,6 +210,10 @@ describe('hand-written samples', () => {
     assert.deepStrictEqual(s.regs, { ip: 0xffffffff81000000n, cs: 0x10n, flags: 0x246n, ss: 0n });
   });
 
+  test('-0 reads as 0, so writing it back changes nothing', () => {
+    assert.ok(Object.is(sampleFromJson(JSON.parse('{"trigger":"nmi","stacks":[],"cpu":-0}')).cpu, 0));
+  });
+
   test('callchain entries without flags read back with flags []', () => {
     const s = sampleFromJson({ trigger: 'cpu-clock', stacks: [], callchain: [{ addr: 'ffffffff81000000', sym: '[unknown]' }] });
     assert.deepStrictEqual(s.callchain, [{ addr: 0xffffffff81000000n, sym: '[unknown]', flags: [] }]);
@@ -411,5 +415,30 @@ describe('whole inputs', () => {
     assert.deepEqual(parseJsonDump('\ufeff[]'), { samples: [], rejected: [] });
     const one = parseJsonDump('\n\n  {"trigger": "timer", "stacks": []}', { file: 'one.json' });
     assert.deepEqual(one.samples, [{ trigger: 'timer', stacks: [], source: { file: 'one.json', line: 3 } }]);
+  });
+});
+
+describe('docs/dump-format-json.md', () => {
+  const doc = readFileSync(new URL('../../../docs/dump-format-json.md', import.meta.url), 'utf8');
+  const block = (lang: string) => {
+    const m = new RegExp('```' + lang + '\\n([\\s\\S]*?)```').exec(doc);
+    assert.ok(m, `no ${lang} block in the doc`);
+    return m[1]!;
+  };
+
+  test('the full example is what the writer produces, and the schema accepts it', () => {
+    const text = block('json');
+    const r = parseJsonDump(text);
+    assert.deepEqual(r.rejected, []);
+    assert.equal(r.samples.length, 1);
+    assert.equal(formatJsonDump(r.samples), text);
+    assert.ok(validateDoc(JSON.parse(text)), JSON.stringify(validateDoc.errors));
+  });
+
+  test('the NDJSON example is what the writer produces', () => {
+    const text = block('ndjson');
+    const r = parseJsonDump(text);
+    assert.deepEqual(r.rejected, []);
+    assert.equal(formatNdjson(r.samples), text);
   });
 });

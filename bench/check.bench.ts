@@ -1,0 +1,162 @@
+// npm run bench:check — throughput of the checking engine on one core, each figure next to a
+// baseline measured in the same process (these machines are shared and noisy: ratios mean more
+// than times). Results go to bench/RESULTS.md by hand, with the machine's description.
+//
+//  1. unwind + verdict of decoded full-state samples (~20 frames over two stacks, one entry), per
+//     strategy. Baseline: a naive BigInt frame-pointer walk of the same bytes with no checks.
+//  2. dump text parse MB/s. Baseline: splitting the same text into lines.
+//  3. perf script parse MB/s on the FlameGraph example (corpus). Same baseline.
+//  4. a 100,000-symbol kallsyms load.
+import { readFileSync, existsSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { dirname, resolve } from 'node:path';
+import { checkSample } from '../services/core/check/checker.ts';
+import { parseTextDump, formatTextDump } from '../services/core/dump/text.ts';
+import { KernelProfile } from '../services/core/symbols/profile.ts';
+import { STRATEGIES } from '../services/core/unwind/types.ts';
+import type { Sample } from '../services/core/dump/sample.ts';
+import { Machine } from '../test/support/stack-image.ts';
+import { ENCODED, syscallToVfsRead } from '../test/core/unwind/fixtures.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const corpus = resolve(here, '../../shared/corpus');
+
+function timeIt(label: string, minMs: number, fn: () => number): { perSec: number; units: number; ms: number } {
+  // Warm up so the figure is the optimised code's, then run for at least minMs.
+  const warmEnd = performance.now() + minMs / 4;
+  while (performance.now() < warmEnd) fn();
+  let units = 0;
+  const t0 = performance.now();
+  let t = t0;
+  while (t - t0 < minMs) {
+    units += fn();
+    t = performance.now();
+  }
+  const ms = t - t0;
+  return { perSec: (units / ms) * 1000, units, ms };
+}
+
+/** ~20 frames: read(2) down to a deep seq_file chain, interrupted by a device IRQ handled on the IRQ stack. */
+function benchSample(): Sample {
+  const m = new Machine(ENCODED.kernel, ENCODED.layout);
+  syscallToVfsRead(m);
+  m.enter('seq_read', 0x7b, 0x20);
+  for (let i = 0; i < 4; i++) {
+    m.enter('proc_single_show', 0x11e, 0x18); // called from seq_read+0x11e
+    m.enter('seq_read', 0x3a, 0x20); // called from proc_single_show+0x3a
+  }
+  m.enter('copy_user_generic', 0x1c0, 0x10);
+  m.interrupt('asm_common_interrupt', { at: 0x2a });
+  m.call('common_interrupt', { returnTo: 0x1e });
+  m.frame(0x10);
+  m.switchToIrqStack(m.stack('irq'));
+  m.call('__common_interrupt', { returnTo: 0x5c });
+  m.frame(0x18);
+  m.enter('handle_irq_event', 0x9a, 0x10);
+  return m.sample({ at: 0x31 }).sample;
+}
+
+/** The baseline: walk the bp chain with BigInt reads and a linear bounds check, nothing else. */
+function naiveWalk(s: Sample): number {
+  let n = 0;
+  for (const st of s.stacks) {
+    const w = st.windows[0];
+    if (!w) continue;
+    const dv = new DataView(w.bytes.buffer, w.bytes.byteOffset, w.bytes.byteLength);
+    let bp = s.regs!.bp! & ~1n;
+    while (bp >= w.start && bp + 16n <= w.start + BigInt(w.bytes.length) && n < 128) {
+      const off = Number(bp - w.start);
+      dv.getBigUint64(off + 8, true);
+      const next = dv.getBigUint64(off, true) & ~1n;
+      if (next <= bp) break;
+      bp = next;
+      n++;
+    }
+  }
+  return n;
+}
+
+function main(): void {
+  const cpu = cpus()[0];
+  console.log(`machine: ${cpus().length} cores, ${cpu?.model ?? 'unknown'}; node ${process.version}`);
+  const profile = ENCODED.profile;
+  const sample = benchSample();
+  const frames = checkSample(sample, profile, ['encoded_fp']).results[0]!.unwind.frames.length;
+  const verdict = checkSample(sample, profile, ['encoded_fp']).results[0]!.verdict;
+  console.log(`sample: ${frames} frames over ${sample.stacks.map((s) => s.type).join('+')}, encoded_fp verdict ${verdict}`);
+
+  const base = timeIt('naive', 1500, () => {
+    for (let i = 0; i < 1000; i++) naiveWalk(sample);
+    return 1000;
+  });
+  console.log(`\n1. unwind + verdict (samples/s, one core)`);
+  console.log(`   baseline naive BigInt fp walk (no checks): ${fmt(base.perSec)} samples/s`);
+  for (const s of STRATEGIES) {
+    const r = timeIt(s, 1500, () => {
+      for (let i = 0; i < 1000; i++) checkSample(sample, profile, [s]);
+      return 1000;
+    });
+    console.log(`   ${s.padEnd(13)} ${fmt(r.perSec)} samples/s  (${(r.perSec / base.perSec).toFixed(2)}x baseline)`);
+  }
+  const all = timeIt('all', 1500, () => {
+    for (let i = 0; i < 500; i++) checkSample(sample, profile);
+    return 500;
+  });
+  console.log(`   all four + agreement: ${fmt(all.perSec)} samples/s`);
+
+  console.log(`\n2. dump text parse (MB/s)`);
+  const text = formatTextDump(Array.from({ length: 200 }, () => sample));
+  const bytes = Buffer.byteLength(text);
+  const split = timeIt('split', 1500, () => {
+    text.split('\n');
+    return bytes;
+  });
+  const parse = timeIt('parse', 2000, () => {
+    const r = parseTextDump(text);
+    if (r.samples.length !== 200) throw new Error('parse lost samples');
+    return bytes;
+  });
+  console.log(`   input: ${(bytes / 1e6).toFixed(2)} MB, 200 samples`);
+  console.log(`   baseline text.split('\\n'): ${(split.perSec / 1e6).toFixed(1)} MB/s`);
+  console.log(`   parseTextDump:             ${(parse.perSec / 1e6).toFixed(1)} MB/s  (${(parse.perSec / split.perSec).toFixed(2)}x baseline)`);
+
+  console.log(`\n3. perf script parse (MB/s)`);
+  const gz = resolve(corpus, 'perf-script/flamegraph-example-perf-stacks.txt.gz');
+  if (!existsSync(gz)) {
+    console.log(`   skipped: ${gz} not found (../shared/corpus is absent)`);
+  } else {
+    const perf = gunzipSync(readFileSync(gz)).toString('utf8');
+    const pb = Buffer.byteLength(perf);
+    const ps = timeIt('split', 1500, () => {
+      perf.split('\n');
+      return pb;
+    });
+    let count = 0;
+    const pp = timeIt('parse', 2000, () => {
+      count = parseTextDump(perf).samples.length;
+      return pb;
+    });
+    console.log(`   input: ${(pb / 1e6).toFixed(2)} MB, ${count} samples`);
+    console.log(`   baseline text.split('\\n'): ${(ps.perSec / 1e6).toFixed(1)} MB/s`);
+    console.log(`   parseTextDump (perf):      ${(pp.perSec / 1e6).toFixed(1)} MB/s  (${(pp.perSec / ps.perSec).toFixed(2)}x baseline)`);
+  }
+
+  console.log(`\n4. kallsyms load`);
+  const lines: string[] = ['ffffffff81000000 T _stext'];
+  for (let i = 0; i < 100_000; i++) lines.push(`${(0xffffffff81000000n + BigInt(i * 48)).toString(16)} ${i % 3 ? 't' : 'T'} fn_${i}`);
+  lines.push(`${(0xffffffff81000000n + 4_800_000n).toString(16)} T _etext`);
+  const ks = lines.join('\n');
+  const kl = timeIt('kallsyms', 3000, () => {
+    KernelProfile.fromKallsyms(ks);
+    return 1;
+  });
+  console.log(`   100,000 symbols: ${(1000 / kl.perSec).toFixed(1)} ms per load`);
+}
+
+function fmt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+main();
