@@ -5,8 +5,9 @@ import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import type { EntryType } from '../symbols/entry-types.ts';
 import { isEntryType } from '../symbols/entry-types.ts';
-import { signedFromBig } from '../u64.ts';
+import { formatHex64, signedFromBig } from '../u64.ts';
 import { unwind } from '../unwind/index.ts';
+import { StackSpace } from '../unwind/space.ts';
 import { STRATEGIES, type StrategyName, type UnwindOptions, type UnwindResult } from '../unwind/types.ts';
 import { align, type RefFrame } from './compare.ts';
 import { ERROR_REASONS, type Reason, type Verdict } from './reasons.ts';
@@ -43,7 +44,9 @@ export function checkSample(
   opts?: UnwindOptions,
 ): SampleCheck {
   const ref = referenceOf(sample);
-  const results = strategies.map((s) => judge(sample, profile, unwind(sample, profile, s, opts), ref));
+  // One index of the sample's stacks serves every strategy (they only read it).
+  const shared: UnwindOptions = { ...opts, space: opts?.space ?? new StackSpace(sample) };
+  const results = strategies.map((s) => judge(sample, profile, unwind(sample, profile, s, shared), ref));
   return { results, disagreements: disagreements(results) };
 }
 
@@ -145,5 +148,6 @@ function disagreements(results: StrategyCheck[]): [StrategyName, StrategyName][]
 /** The function a frame names (a return address is looked up at addr-1, as %pB does). */
 function functionName(profile: KernelProfile, ipS: number, returnAddress: boolean): string {
   if (!Number.isSafeInteger(ipS)) return 'non-canonical';
-  return profile.symbols.format(BigInt.asUintN(64, BigInt(ipS)), returnAddress).replace(/\+.*$/, '');
+  const i = profile.symbols.indexOfSigned(returnAddress ? ipS - 1 : ipS);
+  return i >= 0 ? profile.symbols.names[i]! : formatHex64(BigInt.asUintN(64, BigInt(ipS)));
 }

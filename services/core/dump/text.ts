@@ -818,10 +818,9 @@ class TextDumpParser {
     const start = this.hexToken(toks, 0, 'window.start', 'window start');
     const startHi = hexHi, startLo = hexLo;
     if (b.stacks.length === 0) throw this.err('bad_field', 'window', '.window before any .stack');
-    const inside = (s: StackBuilder): boolean => start >= s.begin && start <= s.end && s.begin < s.end;
     let st = b.stacks[b.stacks.length - 1]!;
-    if (!inside(st)) {
-      const other = b.stacks.find(inside);
+    if (!windowInside(st, start)) {
+      const other = b.stacks.find((s) => windowInside(s, start));
       if (other === undefined) throw this.err('window_out_of_bounds', 'window.start', `window at ${start.toString(16)} lies on none of the sample's stacks`);
       st = other;
     }
@@ -1010,19 +1009,18 @@ class TextDumpParser {
   private buildSample(b: SampleBlock, atEof: boolean): Sample {
     const h = b.header;
     const ov = b.overrides;
-    const pick = <T>(k: HeaderOverride, v: T | undefined): T | undefined => (ov.has(k) ? (ov.get(k) as T | undefined) : v);
     const s: Sample = { trigger: ov.has('trigger') ? (ov.get('trigger') as string) : h.trigger, stacks: [] };
-    const comm = pick('comm', h.comm);
+    const comm = pick(ov, 'comm', h.comm);
     if (comm !== undefined) s.comm = comm;
-    const pid = pick('pid', h.pid);
+    const pid = pick(ov, 'pid', h.pid);
     if (pid !== undefined) s.pid = pid;
-    const tid = pick('tid', h.tid);
+    const tid = pick(ov, 'tid', h.tid);
     if (tid !== undefined) s.tid = tid;
-    const cpu = pick('cpu', h.cpu);
+    const cpu = pick(ov, 'cpu', h.cpu);
     if (cpu !== undefined) s.cpu = cpu;
-    const time = pick('time', h.time);
+    const time = pick(ov, 'time', h.time);
     if (time !== undefined) s.time = time;
-    const period = pick('period', h.period);
+    const period = pick(ov, 'period', h.period);
     if (period !== undefined) s.period = period;
     if (b.hasHost && b.host !== undefined) s.host = b.host;
     if (b.hasKernel && b.kernel !== undefined) s.kernel = b.kernel;
@@ -1094,6 +1092,15 @@ export function parseTextDump(text: string, opts: TextParseOptions = {}): ParseR
 
 // ---------------------------------------------------------------------------------------------
 // Writer
+
+// Module-level helpers, not closures: tsx's keepNames makes every named closure a defineProperty call.
+function windowInside(s: StackBuilder, start: bigint): boolean {
+  return start >= s.begin && start <= s.end && s.begin < s.end;
+}
+
+function pick<T>(ov: Map<HeaderOverride, unknown>, k: HeaderOverride, v: T | undefined): T | undefined {
+  return ov.has(k) ? (ov.get(k) as T | undefined) : v;
+}
 
 const HEX2: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 

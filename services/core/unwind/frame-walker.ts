@@ -61,7 +61,7 @@ export abstract class FrameWalker implements Unwinder {
     protected readonly profile: KernelProfile,
     opts: UnwindOptions = {},
   ) {
-    this.space = new StackSpace(sample);
+    this.space = opts.space ?? new StackSpace(sample);
     this.maxFrames = opts.maxFrames ?? DEFAULT_MAX_FRAMES;
   }
 

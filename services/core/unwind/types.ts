@@ -3,6 +3,7 @@ import type { FrameKind, Regs } from '../dump/sample.ts';
 import type { StackType } from '../stack/layout.ts';
 import type { EntryType } from '../symbols/entry-types.ts';
 import type { Reason } from '../check/reasons.ts';
+import type { StackSpace } from './space.ts';
 
 export const STRATEGIES = ['fp', 'kernel_entry', 'section', 'encoded_fp'] as const;
 export type StrategyName = (typeof STRATEGIES)[number] | 'orc';
@@ -43,4 +44,6 @@ export interface UnwindResult {
 export interface UnwindOptions {
   /** At most this many frames (start frame included). Default 128. */
   maxFrames?: number;
+  /** The sample's stacks, already indexed: checkSample builds this once for all strategies. */
+  space?: StackSpace;
 }
