@@ -60,3 +60,25 @@ export function stackSize(type: StackType, kasan = false): number {
       return PAGE_SIZE << k;
   }
 }
+
+/**
+ * How a stack links to the one it interrupted, as bytes below the stack's end (top):
+ * - IRQ stack: the interrupted rsp is written to its top word before the switch
+ *   (arch/x86/include/asm/irq_stack.h; dumpstack_64.c in_irq_stack: next_sp = *(end - 1));
+ * - IST stacks: the CPU pushes the hardware frame (ss, rsp, rflags, cs, rip) at the very top;
+ *   its saved rsp is the second word from the top (in_exception_stack: ((pt_regs *)end - 1)->sp).
+ * Task and entry stacks link to nothing.
+ */
+export const IRQ_LINK_FROM_TOP = 8;
+export const IST_LINK_FROM_TOP = 16;
+
+export function linkFromTop(type: StackType): number | undefined {
+  if (type === 'irq') return IRQ_LINK_FROM_TOP;
+  if (IST_STACK_TYPES.has(type)) return IST_LINK_FROM_TOP;
+  return undefined;
+}
+
+/** user_mode(regs) on x86-64: the requested privilege level in cs is not 0. */
+export function userMode(cs: bigint): boolean {
+  return (cs & 3n) !== 0n;
+}

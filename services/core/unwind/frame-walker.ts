@@ -7,7 +7,7 @@ import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import type { EntryType } from '../symbols/entry-types.ts';
 import type { Reason } from '../check/reasons.ts';
-import { FRAME_HEADER_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_REGS_SIZE, type StackType } from '../stack/layout.ts';
+import { FRAME_HEADER_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_REGS_SIZE, userMode, type StackType } from '../stack/layout.ts';
 import type { FrameKind, Regs } from '../dump/sample.ts';
 import { bigFromHalves, bigFromSigned, formatHex64, signedOf } from '../u64.ts';
 import { StackSpace, type SpaceStack } from './space.ts';
@@ -97,7 +97,7 @@ export abstract class FrameWalker implements Unwinder {
     this.cur = this.space.stackAt(spLin);
     this.visit(this.cur);
     this.push({ ip: r.ip, ipS: Number(BigInt.asIntN(64, r.ip)), kind: 'start', stack: this.cur.type });
-    if (r.cs !== undefined && (r.cs & 3n) !== 0n) {
+    if (r.cs !== undefined && userMode(r.cs)) {
       // user_mode(regs): the sample was taken in user space; there is no kernel stack to walk.
       this.end('user');
       return;

@@ -3,7 +3,7 @@
 // offset — so that frame arithmetic stays in plain doubles (exact) while absolute addresses,
 // which exceed 2^53, only appear as bigint at the edges.
 import type { Sample } from '../dump/sample.ts';
-import { IST_STACK_TYPES, STACK_TYPES, type StackType } from '../stack/layout.ts';
+import { linkFromTop, STACK_TYPES, type StackType } from '../stack/layout.ts';
 import { bigFromHalves } from '../u64.ts';
 
 export const STRIDE = 2 ** 32;
@@ -24,6 +24,8 @@ export interface SpaceStack {
   beginLo: number;
   size: number;
   base: number;
+  /** Where the link word sits below the end, or -1 for stacks that link to nothing. */
+  linkFromTop: number;
   wins: Win[];
 }
 
@@ -45,6 +47,7 @@ export class StackSpace {
         beginLo: Number(st.begin & 0xffffffffn),
         size,
         base: i * STRIDE,
+        linkFromTop: linkFromTop(st.type) ?? -1,
         wins: st.windows.map((w) => ({
           off: Number(w.start - st.begin),
           len: w.bytes.length,
@@ -127,9 +130,7 @@ export class StackSpace {
    * an IST stack holds the hardware frame at its top, whose saved RSP is 16 bytes below the end.
    */
   linkSlot(s: SpaceStack): number {
-    if (s.type === 'irq') return s.base + s.size - 8;
-    if (IST_STACK_TYPES.has(s.type)) return s.base + s.size - 16;
-    return -1;
+    return s.linkFromTop < 0 ? -1 : s.base + s.size - s.linkFromTop;
   }
 
   byType(type: StackType): SpaceStack | undefined {
