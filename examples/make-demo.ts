@@ -15,19 +15,20 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { formatTextDump } from '../services/core/dump/text.ts';
 import type { Sample } from '../services/core/dump/sample.ts';
-import { Machine, syntheticKernel, type BuiltSample } from '../test/support/stack-image.ts';
+import { Machine, type BuiltSample } from '../test/support/stack-image.ts';
+import { ENCODED, IRQ_SAMPLE_AT, NMI_SAMPLE_AT, irqInSyscall, kthread, nmiInIrq, pageFault, syscallToVfsRead } from '../test/core/unwind/fixtures.ts';
 
-const kernel = syntheticKernel();
+const kernel = ENCODED.kernel;
 const BUILD_ID = 'demo-encoded-fp';
 
 /** read(2): entry_SYSCALL_64 → do_syscall_64 → __x64_sys_read → ksys_read (→ vfs_read). */
 function readSyscall(m: Machine, withVfsRead = true): void {
+  if (withVfsRead) return syscallToVfsRead(m);
   m.syscall();
   m.call('do_syscall_64', { returnTo: 0x4e });
   m.frame(0x18);
   m.enter('__x64_sys_read', 0xa1, 0);
   m.enter('ksys_read', 0x1c, 0x10);
-  if (withVfsRead) m.enter('vfs_read', 0x5a, 0x28);
 }
 
 function fresh(): Machine {
@@ -74,75 +75,28 @@ const samples: DemoSample[] = [
   {
     what: 'page fault in vfs_read: fp stops at the encoded bp; section and encoded_fp recover vfs_read',
     comm: 'cat', pid: 4242,
-    build: () => {
-      const m = fresh();
-      readSyscall(m);
-      m.interrupt('asm_exc_page_fault', { at: 0x7b, errorCode: 0n });
-      m.call('exc_page_fault', { returnTo: 0x1e });
-      m.frame(0x20);
-      m.enter('handle_mm_fault', 0xd4, 0x30);
-      return m.sample({ at: 0x88, trigger: 'nmi' });
-    },
+    build: () => pageFault(ENCODED).b,
   },
   {
     what: 'device interrupt during read(2): IRQ stack, then the task stack, to user regs',
     comm: 'cat', pid: 4242,
-    build: () => {
-      const m = fresh();
-      readSyscall(m);
-      m.interrupt('asm_common_interrupt', { at: 0x93 });
-      m.call('common_interrupt', { returnTo: 0x1e });
-      m.frame(0x10);
-      m.switchToIrqStack(m.stack('irq'));
-      m.call('__common_interrupt', { returnTo: 0x5c });
-      m.frame(0x18);
-      m.enter('handle_irq_event', 0x9a, 0x10);
-      return m.sample({ at: 0x31, trigger: 'nmi' });
-    },
+    build: () => irqInSyscall(ENCODED).sample({ at: IRQ_SAMPLE_AT, trigger: 'nmi' }),
   },
   {
     what: 'inside an NMI handler that hit the IRQ handler: NMI → IRQ → task stacks',
     comm: 'cat', pid: 4242,
-    build: () => {
-      const m = fresh();
-      readSyscall(m);
-      m.interrupt('asm_common_interrupt', { at: 0x93 });
-      m.call('common_interrupt', { returnTo: 0x1e });
-      m.frame(0x10);
-      m.switchToIrqStack(m.stack('irq'));
-      m.call('__common_interrupt', { returnTo: 0x5c });
-      m.frame(0x18);
-      m.enter('handle_irq_event', 0x9a, 0x10);
-      m.interrupt('asm_exc_nmi', { at: 0x44, ist: m.stack('nmi') });
-      m.call('exc_nmi', { returnTo: 0xbf });
-      m.frame(0x18);
-      m.enter('perf_event_nmi_handler', 0x7c, 0x10);
-      return m.sample({ at: 0x2c, trigger: 'single-step' });
-    },
+    build: () => nmiInIrq(ENCODED).sample({ at: NMI_SAMPLE_AT, trigger: 'single-step' }),
   },
   {
     what: 'a kworker: the walk ends at ret_from_fork_asm (kthread)',
     comm: 'kworker/0:1', pid: 27,
-    build: () => {
-      const m = fresh();
-      m.kthread();
-      m.call('ret_from_fork', { returnTo: 0x1d });
-      m.frame(0x10);
-      m.enter('kthread', 0x4f, 0x20);
-      m.enter('worker_thread', 0xc3, 0x40);
-      return m.sample({ at: 0x1f0, trigger: 'nmi' });
-    },
+    build: () => kthread(ENCODED).b,
   },
   {
     what: 'timer interrupt in a kworker: sysvec on the IRQ stack, entry named timer',
     comm: 'kworker/0:1', pid: 27,
     build: () => {
-      const m = fresh();
-      m.kthread();
-      m.call('ret_from_fork', { returnTo: 0x1d });
-      m.frame(0x10);
-      m.enter('kthread', 0x4f, 0x20);
-      m.enter('worker_thread', 0xc3, 0x40);
+      const { m } = kthread(ENCODED);
       m.interrupt('asm_sysvec_apic_timer_interrupt', { at: 0x214 });
       m.call('sysvec_apic_timer_interrupt', { returnTo: 0x12 });
       m.frame(0x10);
