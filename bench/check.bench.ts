@@ -23,7 +23,7 @@ import { ENCODED, syscallToVfsRead } from '../test/core/unwind/fixtures.ts';
 const here = dirname(fileURLToPath(import.meta.url));
 const corpus = resolve(here, '../../shared/corpus');
 
-function timeIt(label: string, minMs: number, fn: () => number): { perSec: number; units: number; ms: number } {
+function timeIt(minMs: number, fn: () => number): { perSec: number; units: number; ms: number } {
   // Warm up so the figure is the optimised code's, then run for at least minMs.
   const warmEnd = performance.now() + minMs / 4;
   while (performance.now() < warmEnd) fn();
@@ -117,20 +117,20 @@ function main(): void {
 
   const starts = [...ENCODED.kernel.functions.values()].map((f) => f.start).sort((a, b) => (a < b ? -1 : 1));
   const naiveFrames = naiveWalk(sample, starts);
-  const base = timeIt('naive', 1500, () => {
+  const base = timeIt(1500, () => {
     for (let i = 0; i < 1000; i++) naiveWalk(sample, starts);
     return 1000;
   });
   console.log(`\n1. unwind + verdict (samples/s, one core)`);
   console.log(`   baseline: naive BigInt fp walk + symbol lookup, no rules (${naiveFrames} frames): ${fmt(base.perSec)} samples/s`);
   for (const s of STRATEGIES) {
-    const r = timeIt(s, 1500, () => {
+    const r = timeIt(1500, () => {
       for (let i = 0; i < 1000; i++) checkSample(sample, profile, [s]);
       return 1000;
     });
     console.log(`   ${s.padEnd(13)} ${fmt(r.perSec)} samples/s  (${(r.perSec / base.perSec).toFixed(2)}x baseline)`);
   }
-  const all = timeIt('all', 1500, () => {
+  const all = timeIt(1500, () => {
     for (let i = 0; i < 500; i++) checkSample(sample, profile);
     return 500;
   });
@@ -139,11 +139,11 @@ function main(): void {
   console.log(`\n2. dump text parse (MB/s)`);
   const text = formatTextDump(Array.from({ length: 200 }, () => sample));
   const bytes = Buffer.byteLength(text);
-  const split = timeIt('split', 1500, () => {
+  const split = timeIt(1500, () => {
     text.split('\n');
     return bytes;
   });
-  const parse = timeIt('parse', 2000, () => {
+  const parse = timeIt(2000, () => {
     const r = parseTextDump(text);
     if (r.samples.length !== 200) throw new Error('parse lost samples');
     return bytes;
@@ -159,12 +159,12 @@ function main(): void {
   } else {
     const perf = gunzipSync(readFileSync(gz)).toString('utf8');
     const pb = Buffer.byteLength(perf);
-    const ps = timeIt('split', 1500, () => {
+    const ps = timeIt(1500, () => {
       perf.split('\n');
       return pb;
     });
     let count = 0;
-    const pp = timeIt('parse', 2000, () => {
+    const pp = timeIt(2000, () => {
       count = parseTextDump(perf).samples.length;
       return pb;
     });
@@ -178,7 +178,7 @@ function main(): void {
   for (let i = 0; i < 100_000; i++) lines.push(`${(0xffffffff81000000n + BigInt(i * 48)).toString(16)} ${i % 3 ? 't' : 'T'} fn_${i}`);
   lines.push(`${(0xffffffff81000000n + 4_800_000n).toString(16)} T _etext`);
   const ks = lines.join('\n');
-  const kl = timeIt('kallsyms', 3000, () => {
+  const kl = timeIt(3000, () => {
     KernelProfile.fromKallsyms(ks);
     return 1;
   });

@@ -46,7 +46,7 @@ export function checkSample(
   const ref = referenceOf(sample);
   // One index of the sample's stacks serves every strategy (they only read it).
   const shared: UnwindOptions = { ...opts, space: opts?.space ?? new StackSpace(sample) };
-  const results = strategies.map((s) => judge(sample, profile, unwind(sample, profile, s, shared), ref));
+  const results = strategies.map((s) => judge(profile, unwind(sample, profile, s, shared), ref));
   return { results, disagreements: disagreements(results) };
 }
 
@@ -71,7 +71,8 @@ export function referenceOf(sample: Sample): Ref {
   return { kind: 'none', frames: [], entries: [] };
 }
 
-export function judge(sample: Sample, profile: KernelProfile, u: UnwindResult, ref: Ref): StrategyCheck {
+/** One strategy's unwind judged against the reference (ground truth, host callchain, or none). */
+export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): StrategyCheck {
   const out: StrategyCheck = {
     strategy: u.strategy, unwind: u, verdict: 'consistent', entry: 'none', reference: ref.kind,
     missing: [], extra: [], reliable: u.reliable, falseReliable: false,

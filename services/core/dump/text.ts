@@ -1161,7 +1161,7 @@ function sameHeader(h: HeaderFields, s: Sample, key: HeaderOverride): boolean {
   return h[key] === s[key];
 }
 
-function overrideValue(key: HeaderOverride, v: unknown): string {
+function overrideValue(v: unknown): string {
   if (v === undefined) return '-';
   if (typeof v === 'string') return encodeTextValue(v);
   return String(v);
@@ -1259,7 +1259,7 @@ export function formatTextSample(s: Sample): string {
     if (!sameHeader(h, s, key)) {
       if (key === 'period' && s.period !== undefined) checkU64(s.period, 'period');
       if ((key === 'pid' || key === 'tid' || key === 'cpu') && s[key] !== undefined) checkInt(s[key], key);
-      out.push(`\t.${key} ${overrideValue(key, s[key])}`);
+      out.push(`\t.${key} ${overrideValue(s[key])}`);
     }
   }
   if (cc !== undefined && cc.length === 0) out.push('\t.callchain empty');
