@@ -124,11 +124,12 @@ export abstract class FrameWalker implements Unwinder {
 
   next(): boolean {
     if (this.ended) return false;
+    // Move first: a trace of exactly maxFrames frames that ends here is complete, not cut.
+    if (!this.move()) return false;
     if (this.frames.length >= this.maxFrames) {
       this.stop('depth_limit', `more than ${this.maxFrames} frames`, 'depth_limit');
       return false;
     }
-    if (!this.move()) return false;
     this.emit();
     return !this.ended;
   }

@@ -58,3 +58,17 @@ test('with no reference at all, a walk that reaches a valid end is consistent; o
   assert.equal(r.results[1]!.verdict, 'error');
   assert.equal(r.results[1]!.reason, 'bad_frame_pointer');
 });
+
+test('the frame limit: a trace of exactly maxFrames frames is complete; one more frame is depth_limit', async () => {
+  const { unwind } = await import('../../../services/core/unwind/index.ts');
+  const s = pageFault(ENCODED).b.sample;
+  const n = s.truth!.frames.length;
+  const full = unwind(s, ENCODED.profile, 'encoded_fp', { maxFrames: n });
+  assert.equal(full.outcome, 'user');
+  assert.equal(full.frames.length, n);
+  const cut = unwind(s, ENCODED.profile, 'encoded_fp', { maxFrames: n - 1 });
+  assert.equal(cut.outcome, 'depth_limit');
+  assert.equal(cut.reason, 'depth_limit');
+  assert.equal(cut.frames.length, n - 1);
+  assert.equal(cut.reliable, false);
+});
