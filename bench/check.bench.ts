@@ -18,7 +18,7 @@ import { KernelProfile } from '../services/core/symbols/profile.ts';
 import { STRATEGIES } from '../services/core/unwind/types.ts';
 import type { Sample } from '../services/core/dump/sample.ts';
 import { Machine } from '../test/support/stack-image.ts';
-import { ENCODED, syscallToVfsRead } from '../test/core/unwind/fixtures.ts';
+import { ENCODED, deviceIrq, syscallToVfsRead } from '../test/core/unwind/fixtures.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const corpus = resolve(here, '../../shared/corpus');
@@ -48,13 +48,7 @@ function benchSample(): Sample {
     m.enter('seq_read', 0x3a, 0x20); // called from proc_single_show+0x3a
   }
   m.enter('copy_user_generic', 0x1c0, 0x10);
-  m.interrupt('asm_common_interrupt', { at: 0x2a });
-  m.call('common_interrupt', { returnTo: 0x1e });
-  m.frame(0x10);
-  m.switchToIrqStack(m.stack('irq'));
-  m.call('__common_interrupt', { returnTo: 0x5c });
-  m.frame(0x18);
-  m.enter('handle_irq_event', 0x9a, 0x10);
+  deviceIrq(m, 0x2a);
   return m.sample({ at: 0x31 }).sample;
 }
 

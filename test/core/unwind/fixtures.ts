@@ -54,14 +54,19 @@ export function pageFault(f: Flavour, trigger = 'nmi'): { m: Machine; b: BuiltSa
 export function irqInSyscall(f: Flavour): Machine {
   const m = new Machine(f.kernel, f.layout);
   syscallToVfsRead(m);
-  m.interrupt('asm_common_interrupt', { at: 0x93 });
+  deviceIrq(m, 0x93);
+  return m;
+}
+
+/** A device interrupt hits the running function at +at; the handler runs on the IRQ stack. */
+export function deviceIrq(m: Machine, at: number): void {
+  m.interrupt('asm_common_interrupt', { at });
   m.call('common_interrupt', { returnTo: 0x1e });
   m.frame(0x10);
   m.switchToIrqStack(m.stack('irq'));
   m.call('__common_interrupt', { returnTo: 0x5c });
   m.frame(0x18);
   m.enter('handle_irq_event', 0x9a, 0x10);
-  return m;
 }
 export const IRQ_SAMPLE_AT = 0x31;
 
