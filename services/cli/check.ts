@@ -6,7 +6,7 @@ import { parseJsonDump } from '../core/dump/json.ts';
 import { parseTextDump } from '../core/dump/text.ts';
 import { DumpError, rejectionOf, type ParseResult } from '../core/dump/errors.ts';
 import { hasFullState, type Sample } from '../core/dump/sample.ts';
-import { checkSample } from '../core/check/checker.ts';
+import { checkSample, type StrategyCheck } from '../core/check/checker.ts';
 import { CheckSummary } from '../core/check/summary.ts';
 import { GOOD_VERDICTS } from '../core/check/reasons.ts';
 import { KernelProfile, parseProfileOptions, type ProfileOptions } from '../core/symbols/profile.ts';
@@ -89,8 +89,7 @@ export function runCheck(o: CheckOptions, io: Io): number {
         continue;
       }
       const check = checkSample(s, profile, strategies);
-      summary.add(at, s, explicit ? check : withoutBaseline(check));
-      if (!explicit) addBaselineTally(summary, check);
+      summary.add(at, s, check, explicit ? NO_BASELINE : BASELINE);
     }
     progress.finish();
     index = base + parsed.samples.length + parsed.rejected.length;
@@ -105,23 +104,8 @@ export function runCheck(o: CheckOptions, io: Io): number {
   return summary.failingSamples > 0 ? EXIT_FAILURES : EXIT_OK;
 }
 
-function withoutBaseline(c: ReturnType<typeof checkSample>): ReturnType<typeof checkSample> {
-  return { results: c.results.filter((r) => r.strategy !== 'fp'), disagreements: c.disagreements };
-}
-
-function addBaselineTally(summary: CheckSummary, c: ReturnType<typeof checkSample>): void {
-  for (const r of c.results) {
-    if (r.strategy !== 'fp') continue;
-    let m = summary.verdicts.get('fp');
-    if (!m) summary.verdicts.set('fp', (m = new Map()));
-    m.set(r.verdict, (m.get(r.verdict) ?? 0) + 1);
-    if (!GOOD_VERDICTS.has(r.verdict) && r.reason) {
-      let rm = summary.reasons.get('fp');
-      if (!rm) summary.reasons.set('fp', (rm = new Map()));
-      rm.set(r.reason, (rm.get(r.reason) ?? 0) + 1);
-    }
-  }
-}
+const BASELINE: ReadonlySet<StrategyName> = new Set(['fp']);
+const NO_BASELINE: ReadonlySet<StrategyName> = new Set();
 
 function loadProfile(o: CheckOptions, maxBytes: number): KernelProfile | undefined {
   let opts: ProfileOptions = {};
@@ -145,6 +129,7 @@ function where(s: Sample): string {
 }
 
 function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: KernelProfile | undefined): void {
+  const baseline = o.strategies ? NO_BASELINE : BASELINE;
   const lines: string[] = [];
   lines.push(`samples: ${sm.samples} checked, ${sm.rejectedCount} rejected${sm.callchainOnly ? `, ${sm.callchainOnly} callchain-only (no registers or stack memory to unwind)` : ''}`);
   if (sm.verdicts.size > 0) {
@@ -173,13 +158,13 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: Kernel
       const s = f.sample;
       lines.push(`--- sample ${f.index}${s.source ? ` (${s.source.file}:${s.source.line})` : ''} ${s.comm ?? ''} ${s.tid ?? s.pid ?? ''} cpu ${s.cpu ?? '?'} trigger ${s.trigger}${s.regs?.ip !== undefined ? ` ip ${formatHex64(s.regs.ip)}` : ''}`);
       for (const r of f.check.results) {
-        const bad = !GOOD_VERDICTS.has(r.verdict) || r.falseReliable;
         const detail = [r.reason, r.missing.length ? `missing ${r.missing.join(', ')}` : '', r.extra.length ? `extra ${r.extra.join(', ')}` : '', r.falseReliable ? 'FALSE RELIABLE' : '']
           .filter(Boolean).join('; ');
-        lines.push(`  ${r.strategy.padEnd(12)} ${r.verdict}${detail ? ` (${detail})` : ''}${bad ? '' : ''}`);
+        lines.push(`  ${r.strategy.padEnd(12)} ${r.verdict}${detail ? ` (${detail})` : ''}${baseline.has(r.strategy) ? '  [baseline]' : ''}`);
       }
       if (f.check.disagreements.length) lines.push(`  disagree: ${f.check.disagreements.map((d) => d.join('/')).join(' ')}`);
-      const shown = f.check.results.find((r) => !GOOD_VERDICTS.has(r.verdict) || r.falseReliable) ?? f.check.results[0];
+      const failing = (r: StrategyCheck): boolean => !GOOD_VERDICTS.has(r.verdict) || r.falseReliable;
+      const shown = f.check.results.find((r) => failing(r) && !baseline.has(r.strategy)) ?? f.check.results.find(failing) ?? f.check.results[0];
       if (shown) {
         lines.push(`  ${shown.strategy} trace:`);
         for (const l of renderKernelTrace(s, profile, shown.unwind).trimEnd().split('\n')) lines.push(`    ${l}`);
