@@ -23,16 +23,37 @@ commands:
   demo  Check the shipped example (examples/demo.dump) and explain what the output means.
 `;
 
+/** A subcommand: its one-line usage for the help text and its entry point (returns the exit code). */
+export interface Command {
+  usage: string;
+  run: (args: string[], io: Io) => number | Promise<number>;
+}
+
+/**
+ * The subcommands. Each lives in its own module; adding one is one line here.
+ */
+export const COMMANDS: Record<string, Command> = {
+  check: { usage: 'check   unwind and judge dumps (see above)', run: (a, io) => check(a, io) },
+  demo: { usage: 'demo    check the shipped example and explain the output', run: (_a, io) => demo(io) },
+};
+
 export async function main(argv: string[], io: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
-    io.out(USAGE);
+    io.out(usage());
     return cmd === undefined ? EXIT_UNUSABLE : 0;
   }
-  if (cmd === 'check') return check(rest, io);
-  if (cmd === 'demo') return demo(io);
-  io.err(`stacksanity: unknown command '${cmd}'\n${USAGE}`);
-  return EXIT_UNUSABLE;
+  const c = COMMANDS[cmd];
+  if (!c) {
+    io.err(`stacksanity: unknown command '${cmd}'\n${usage()}`);
+    return EXIT_UNUSABLE;
+  }
+  return c.run(rest, io);
+}
+
+function usage(): string {
+  const extra = Object.entries(COMMANDS).filter(([n]) => n !== 'check' && n !== 'demo').map(([, c]) => `  ${c.usage}\n`).join('');
+  return USAGE + extra;
 }
 
 function check(args: string[], io: Io): number {
