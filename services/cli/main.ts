@@ -35,6 +35,15 @@ export interface Command {
 export const COMMANDS: Record<string, Command> = {
   check: { usage: 'check   unwind and judge dumps (see above)', run: (a, io) => check(a, io) },
   demo: { usage: 'demo    check the shipped example and explain the output', run: (_a, io) => demo(io) },
+  host: { usage: 'host    qemu [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]  sample Debian\'s kernel under QEMU', run: async (a, io) => (await import('./host.ts')).runHost(a, io) },
+  sweep: { usage: 'sweep   --layout kernel_entry|section|encoded_fp|all [--json FILE]  single-step entry code, blind-spot table', run: async (a, io) => (await import('./sweep.ts')).runSweep(a, io) },
+  emulate: { usage: 'emulate --seed S --samples N [--hosts H --layout L --faults LIST --out FILE | --upload URL --token T --rate R]', run: async (a, io) => (await import('./emulate.ts')).runEmulate(a, io) },
+  // The service commands load fastify/BullMQ lazily so that `check` stays light.
+  serve: { usage: 'serve   [--no-feeder] [--workers N]  API + checker workers + emulated host on one machine (npm start)', run: async (a, io) => (await import('./serve.ts')).serve(a, io) },
+  api: { usage: 'api     the HTTP API alone (env: REDIS_URL, HOST, PORT, STACKSANITY_TOKENS...)', run: async (a, io) => (await import('./serve.ts')).apiCommand(a, io) },
+  worker: { usage: 'worker  one checker worker process (env: REDIS_URL, METRICS_PORT...)', run: async (a, io) => (await import('./serve.ts')).workerCommand(a, io) },
+  capture: { usage: 'capture (--url U --token T | --dry-run --out F) [--duration S | --perf-data F | --perf-script F | --kernel-log F]  real-host agent', run: async (a, io) => (await import('./capture.ts')).runCapture(a, io) },
+  collapse: { usage: 'collapse [--pid|--tid] [--kernel|--jit|--all] [--addrs] FILE...  perf script → folded stacks (FlameGraph byte for byte)', run: async (a, io) => (await import('./collapse.ts')).runCollapse(a, io) },
 };
 
 export async function main(argv: string[], io: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }): Promise<number> {

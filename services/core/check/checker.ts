@@ -7,10 +7,11 @@ import type { EntryType } from '../symbols/entry-types.ts';
 import { isEntryType } from '../symbols/entry-types.ts';
 import { formatHex64, signedFromBig } from '../u64.ts';
 import { unwind } from '../unwind/index.ts';
+import { crossCheckEntries } from '../unwind/orc.ts';
 import { StackSpace } from '../unwind/space.ts';
 import { STRATEGIES, type StrategyName, type UnwindOptions, type UnwindResult } from '../unwind/types.ts';
 import { align, type RefFrame } from './compare.ts';
-import { ERROR_REASONS, type Reason, type Verdict } from './reasons.ts';
+import { ERROR_REASONS, GOOD_VERDICTS, type Reason, type Verdict } from './reasons.ts';
 
 export type Reference = 'truth' | 'host' | 'none';
 
@@ -46,7 +47,7 @@ export function checkSample(
   const ref = referenceOf(sample);
   // One index of the sample's stacks serves every strategy (they only read it).
   const shared: UnwindOptions = { ...opts, space: opts?.space ?? new StackSpace(sample) };
-  const results = strategies.map((s) => judge(profile, unwind(sample, profile, s, shared), ref));
+  const results = strategies.map((s) => (notApplicable(profile, s) ?? orcFindings(profile, judge(profile, unwind(sample, profile, s, shared), ref), shared.space!)));
   return { results, disagreements: disagreements(results) };
 }
 
@@ -132,7 +133,7 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
 }
 
 function disagreements(results: StrategyCheck[]): [StrategyName, StrategyName][] {
-  const usable = results.filter((r) => r.strategy !== 'fp' && r.verdict !== 'error');
+  const usable = results.filter((r) => r.strategy !== 'fp' && r.verdict !== 'error' && r.verdict !== 'not_applicable');
   const out: [StrategyName, StrategyName][] = [];
   for (let i = 0; i < usable.length; i++) {
     for (let j = i + 1; j < usable.length; j++) {
@@ -151,4 +152,35 @@ function functionName(profile: KernelProfile, ipS: number, returnAddress: boolea
   if (!Number.isSafeInteger(ipS)) return 'non-canonical';
   const i = profile.symbols.indexOfSigned(returnAddress ? ipS - 1 : ipS);
   return i >= 0 ? profile.symbols.names[i]! : formatHex64(BigInt.asUintN(64, BigInt(ipS)));
+}
+
+/** The frame-pointer strategies on a kernel built without frame pointers: not run, not a failure. */
+function notApplicable(profile: KernelProfile, s: StrategyName): StrategyCheck | undefined {
+  if (profile.framePointers !== false || !(STRATEGIES as readonly string[]).includes(s)) return undefined;
+  const message = 'this kernel is built without frame pointers (CONFIG_FRAME_POINTER is not set): rbp is an ordinary register';
+  const u: UnwindResult = { strategy: s, frames: [], outcome: 'error', reason: 'no_frame_pointers', message, reliable: false, stacks: [] };
+  return { strategy: s, unwind: u, verdict: 'not_applicable', reason: 'no_frame_pointers', entry: 'none', reference: 'none', missing: [], extra: [], reliable: false, falseReliable: false };
+}
+
+/**
+ * ORC only: an end-of-stack entry in the middle of a stack truncates the trace (orc_end_hint);
+ * and every entry boundary the walk crossed must agree with the section strategy's reading of it
+ * (crossCheckEntries in unwind/orc.ts) — a disagreement is its own verdict.
+ */
+function orcFindings(profile: KernelProfile, c: StrategyCheck, space: StackSpace): StrategyCheck {
+  if (c.strategy !== 'orc' || !GOOD_VERDICTS.has(c.verdict)) return c;
+  const u = c.unwind;
+  if (u.outcome === 'end_of_stack' && u.reason === 'orc_end_hint') {
+    c.verdict = 'truncated';
+    c.reason = 'orc_end_hint';
+    return c;
+  }
+  const bad = crossCheckEntries(profile, u, space).find((x) => x.result === 'mismatch');
+  if (bad) {
+    c.verdict = 'entry_mismatch';
+    c.reason = 'section_mismatch';
+    if (bad.entry !== 'unknown') c.entry = bad.entry;
+    u.message = bad.message;
+  }
+  return c;
 }

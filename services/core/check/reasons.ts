@@ -15,6 +15,12 @@ export const REASONS = [
   'depth_limit', // more frames than the limit (perf stores at most 127)
   'not_captured', // the walk needs stack bytes the sample did not capture
   'no_regs', // the sample has no registers or no stack memory to unwind
+  'orc_undefined', // ORC: the entry for the ip is undefined (unwind_orc.c: goto err)
+  'orc_bad_entry', // ORC: an entry that cannot be applied: unknown register or type, or a needed register not saved ("missing R10 value")
+  'orc_off_stack', // ORC: the CFA, return slot or pt_regs it computed lie on no known stack ("can't access registers")
+  'orc_end_hint', // ORC: an end-of-stack entry in the middle of a stack that goes on (entry code, retpoline thunks)
+  'section_mismatch', // ORC and the section strategy read an entry boundary differently (issue 7 cross-check)
+  'no_frame_pointers', // a frame-pointer strategy on a kernel built without frame pointers: not applicable
   // The walk ended but the trace differs from the reference (ground truth or host callchain)
   'missing_interrupted_frame', // the function an entry interrupted (regs->ip) is missing
   'missing_caller', // a caller is missing outside any tolerated window
@@ -35,7 +41,9 @@ export const VERDICTS = [
   'wrong_frames',
   'truncated', // a correct prefix, then the walk stopped (reason says why)
   'error', // the strategy could not unwind this sample (reason says why)
+  'entry_mismatch', // the ORC trace ended validly but an entry boundary disagrees with the section strategy's reading
+  'not_applicable', // the strategy does not apply to this kernel (reason says why); not a failure
 ] as const;
 export type Verdict = (typeof VERDICTS)[number];
 
-export const GOOD_VERDICTS: ReadonlySet<Verdict> = new Set(['exact', 'tolerated', 'consistent']);
+export const GOOD_VERDICTS: ReadonlySet<Verdict> = new Set(['exact', 'tolerated', 'consistent', 'not_applicable']);

@@ -4,8 +4,9 @@
 import { DumpError } from '../dump/errors.ts';
 import { signedFromBig } from '../u64.ts';
 import { parseKallsyms, isTextType } from './kallsyms.ts';
-import { SymbolTable, type KernelSymbol } from './table.ts';
+import { SymbolTable, isEndMarker, type KernelSymbol } from './table.ts';
 import { entryTypeOfStub, isEntryType, type EntryType } from './entry-types.ts';
+import type { OrcTable } from '../unwind/orc-table.ts';
 
 export const ENTRY_LAYOUTS = ['kernel_entry', 'section', 'encoded_fp'] as const;
 export type EntryLayout = (typeof ENTRY_LAYOUTS)[number];
@@ -53,6 +54,10 @@ export interface ProfileOptions {
   /** Per-stub-symbol overrides of entry type and pt_regs offset. */
   stubs?: Record<string, StubOverride>;
   kasan?: boolean;
+  /** The vmlinux ORC tables (.orc_unwind_ip/.orc_unwind), read by an adapter; the orc strategy needs them. */
+  orc?: OrcTable;
+  /** false: built without frame pointers (no CONFIG_FRAME_POINTER), so the frame-pointer strategies do not apply. */
+  framePointers?: boolean;
 }
 
 export const DEFAULT_STUB_OFFSET = 8;
@@ -63,6 +68,8 @@ export class KernelProfile {
   readonly sections: Partial<Record<SectionName, SectionRange>>;
   readonly layouts: ReadonlySet<EntryLayout>;
   readonly kasan: boolean;
+  readonly orc: OrcTable | undefined;
+  readonly framePointers: boolean | undefined;
   /** Signed address of the dummy kernel_entry function, when the build has one. */
   readonly kernelEntry: number | undefined;
   private readonly stubOverrides: Map<string, StubOverride>;
@@ -72,6 +79,8 @@ export class KernelProfile {
   constructor(all: KernelSymbol[], opts: ProfileOptions = {}) {
     this.buildId = opts.buildId;
     this.kasan = opts.kasan ?? false;
+    this.orc = opts.orc;
+    this.framePointers = opts.framePointers;
     const byName = new Map<string, bigint>();
     for (const s of all) if (!byName.has(s.name) && s.module === undefined) byName.set(s.name, s.address);
     const sections: Partial<Record<SectionName, SectionRange>> = {};
@@ -85,7 +94,7 @@ export class KernelProfile {
     }
     this.sections = sections;
     // End markers stay in the table (as gaps) so that the symbol before them ends there.
-    const text = all.filter((s) => isTextType(s.type) || /_end$|^_etext$|^_einittext$/.test(s.name));
+    const text = all.filter((s) => isTextType(s.type) || isEndMarker(s.name));
     this.symbols = new SymbolTable(text, sections.text?.end);
     const ke = byName.get('kernel_entry');
     this.kernelEntry = ke !== undefined ? signedFromBig(ke) : undefined;
@@ -179,6 +188,7 @@ export function parseProfileOptions(json: unknown, file = 'profile'): ProfileOpt
   const out: ProfileOptions = {};
   if (o.buildId !== undefined) out.buildId = String(o.buildId);
   if (o.kasan !== undefined) out.kasan = o.kasan === true;
+  if (o.framePointers !== undefined) out.framePointers = o.framePointers === true;
   if (o.layouts !== undefined) {
     if (!Array.isArray(o.layouts)) throw new DumpError('bad_field', 'layouts must be an array', { file, field: 'layouts' });
     out.layouts = o.layouts.map((l, i) => {

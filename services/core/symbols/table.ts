@@ -45,7 +45,9 @@ export class SymbolTable {
   readonly gaps: Uint8Array;
 
   constructor(symbols: KernelSymbol[], textEnd?: bigint) {
-    const sorted = [...symbols].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+    // Sorted in the signed form the lookups search in: a real kallsyms also lists per-CPU and
+    // absolute symbols at small addresses (__per_cpu_end), which sort after kernel text as int64.
+    const sorted = [...symbols].sort((a, b) => { const x = BigInt.asIntN(64, a.address), y = BigInt.asIntN(64, b.address); return x < y ? -1 : x > y ? 1 : 0; });
     const names: string[] = [];
     const modules: (string | undefined)[] = [];
     const starts: number[] = [];

@@ -3,6 +3,7 @@ import type { KernelProfile } from '../symbols/profile.ts';
 import { encodedFpStrategy } from './encoded-fp.ts';
 import { fpStrategy } from './fp.ts';
 import { kernelEntryStrategy } from './kernel-entry.ts';
+import { orcStrategy } from './orc.ts';
 import { sectionStrategy } from './section.ts';
 import type { StrategyName, UnwindOptions, UnwindResult } from './types.ts';
 import type { Strategy } from './unwinder.ts';
@@ -12,6 +13,7 @@ export const strategies: ReadonlyMap<StrategyName, Strategy> = new Map<StrategyN
   ['kernel_entry', kernelEntryStrategy],
   ['section', sectionStrategy],
   ['encoded_fp', encodedFpStrategy],
+  ['orc', orcStrategy],
 ]);
 
 export function strategyByName(name: string): Strategy | undefined {

@@ -21,10 +21,13 @@ export interface Frame {
   entry?: EntryType;
   regsAt?: bigint;
   regs?: Regs;
+  /** ORC: pt_regs decoded from the hardware iret frame only (REGS_PARTIAL); the other fields are stale. */
+  partial?: boolean;
 }
 
-/** user: reached user-mode pt_regs; kthread: kernel-mode regs at the task stack's top (ret_from_fork, idle). */
-export const OUTCOMES = ['user', 'kthread', 'task_top', 'error', 'depth_limit'] as const;
+/** user: reached user-mode pt_regs; kthread: kernel-mode regs at the task stack's top (ret_from_fork, idle);
+ *  end_of_stack: an ORC end-of-stack entry anywhere else (entry code, retpoline thunks). */
+export const OUTCOMES = ['user', 'kthread', 'task_top', 'error', 'depth_limit', 'end_of_stack'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 export interface UnwindResult {
@@ -39,6 +42,8 @@ export interface UnwindResult {
   reliable: boolean;
   /** Stack types in the order the walk visited them. */
   stacks: StackType[];
+  /** ORC: where the full user-mode pt_regs that ended the trace sit (they produce no frame). */
+  userRegsAt?: bigint;
 }
 
 export interface UnwindOptions {

@@ -3,7 +3,7 @@
 // heading there. So the page cannot fall behind the code (nor the code drift from the page).
 //
 // An example is an HTML comment line
-//   <!-- example: strategy=<name> verdict=<verdict> reason=<reason or -> [false_reliable=true|false] [disagrees=<strategy>] [kallsyms=<n>] -->
+//   <!-- example: strategy=<name> verdict=<verdict> reason=<reason or -> [false_reliable=true|false] [disagrees=<strategy>] [kallsyms=<n>] [orc=<n>] [frame_pointers=yes|no] -->
 // immediately followed by a ```dump fenced block; kallsyms=<n> names the n-th ```kallsyms block of
 // the page (default 1).
 import { describe, test } from 'node:test';
@@ -15,6 +15,7 @@ import { KernelProfile } from '../../../services/core/symbols/profile.ts';
 import { checkSample } from '../../../services/core/check/checker.ts';
 import { REASONS, VERDICTS } from '../../../services/core/check/reasons.ts';
 import { strategies } from '../../../services/core/unwind/index.ts';
+import { parseOrcText } from '../../../services/core/unwind/orc-table.ts';
 import type { StrategyName } from '../../../services/core/unwind/types.ts';
 
 const DOC = fileURLToPath(new URL('../../../docs/verdicts.md', import.meta.url));
@@ -40,7 +41,7 @@ function fencedBlocks(tag: string): { line: number; body: string }[] {
 }
 
 const COMMENT = /^<!-- example: (.*) -->$/;
-const KNOWN_KEYS = new Set(['strategy', 'verdict', 'reason', 'false_reliable', 'disagrees', 'kallsyms']);
+const KNOWN_KEYS = new Set(['strategy', 'verdict', 'reason', 'false_reliable', 'disagrees', 'kallsyms', 'orc', 'frame_pointers']);
 
 function examples(): Example[] {
   const out: Example[] = [];
@@ -75,6 +76,9 @@ function examples(): Example[] {
 }
 
 const kallsyms = fencedBlocks('kallsyms');
+// orc=<n> gives the example's profile the n-th ```orc table of the page; frame_pointers=no says the
+// kernel was built without frame pointers (both only reach a profile through an adapter otherwise).
+const orcTables = fencedBlocks('orc').map((b) => parseOrcText(b.body));
 const profiles = kallsyms.map((k) => KernelProfile.fromKallsyms(k.body, { file: `docs/verdicts.md:${k.line}` }));
 const all = examples();
 
@@ -112,8 +116,13 @@ describe('docs/verdicts.md', () => {
       assert.ok((VERDICTS as readonly string[]).includes(verdict), `unknown verdict '${verdict}'`);
       assert.ok(reason === '-' || (REASONS as readonly string[]).includes(reason), `unknown reason '${reason}'`);
       const n = Number(k.get('kallsyms') ?? '1');
-      const profile = profiles[n - 1];
+      let profile = profiles[n - 1];
       assert.ok(Number.isInteger(n) && profile, `kallsyms=${k.get('kallsyms')}: the page has ${profiles.length} kallsyms block(s)`);
+      if (k.has('orc') || k.has('frame_pointers')) {
+        const orc = k.has('orc') ? orcTables[Number(k.get('orc')) - 1] : undefined;
+        assert.ok(!k.has('orc') || orc, `orc=${k.get('orc')}: the page has ${orcTables.length} orc block(s)`);
+        profile = KernelProfile.fromKallsyms(kallsyms[n - 1]!.body, { ...(orc ? { orc } : {}), ...(k.has('frame_pointers') ? { framePointers: k.get('frame_pointers') === 'yes' } : {}) });
+      }
 
       const parsed = parseTextDump(ex.dump, { file: `docs/verdicts.md:${ex.line + 1}` });
       assert.deepEqual(parsed.rejected.map((r) => r.message), [], 'rejections');

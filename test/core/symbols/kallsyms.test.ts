@@ -141,3 +141,20 @@ test('a 100,000-symbol table loads and resolves every symbol start', () => {
     assert.equal(hit?.size, 48);
   }
 });
+
+test('per-cpu and absolute symbols at small addresses (a real kallsyms) do not disturb text lookups', () => {
+  // /proc/kallsyms lists per-cpu symbols from 0 and absolute ones such as __per_cpu_end (type A).
+  const text = [
+    '0000000000000000 A fixed_percpu_data',
+    '0000000000001000 D cpu_debug_store',
+    '0000000000035000 A __per_cpu_end',
+    'ffffffff81000000 T _stext',
+    'ffffffff81000000 T startup_64',
+    'ffffffff81000100 T do_one',
+    'ffffffff81000200 T _etext',
+  ].join('\n');
+  const p = KernelProfile.fromKallsyms(text);
+  assert.equal(p.symbols.format(0xffffffff81000104n), 'do_one+0x4/0x100');
+  assert.equal(p.symbols.format(0xffffffff81000010n), 'startup_64+0x10/0x100');
+  assert.equal(p.symbols.lookup(0x35000n), undefined);
+});

@@ -1,0 +1,103 @@
+// `stacksanity host qemu`: the live real host. Boots Debian's kernel under QEMU (from the cache
+// scripts/realkernel-setup.sh fills), samples it through the gdbstub, checks every sample with ORC
+// and the section cross-check, and writes the full-state samples as a text dump or uploads them.
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { formatTextDump } from '../core/dump/text.ts';
+import { RealHostSession } from '../realkernel/session.ts';
+import { runSampling, samplesOf, summarize } from '../realkernel/run.ts';
+import type { Io } from './check.ts';
+
+const USAGE = 'usage: stacksanity host qemu [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]\n'
+  + '  T is seconds (or 30s, 2m). Needs scripts/realkernel-setup.sh to have been run.\n';
+
+function duration(s: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  return m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
+}
+
+export async function runHost(args: string[], io: Io): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args, allowPositionals: true,
+      options: {
+        samples: { type: 'string' }, duration: { type: 'string' }, singlestep: { type: 'boolean', default: false },
+        seed: { type: 'string' }, out: { type: 'string' }, upload: { type: 'string' }, token: { type: 'string' },
+      },
+    });
+  } catch (e) {
+    io.err(`stacksanity host: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const v = parsed.values;
+  if (parsed.positionals[0] !== 'qemu' || parsed.positionals.length !== 1) {
+    io.err(USAGE);
+    return 2;
+  }
+  const samples = v.samples !== undefined ? Number(v.samples) : undefined;
+  const durationMs = v.duration !== undefined ? duration(v.duration) : undefined;
+  if ((samples !== undefined && (!Number.isInteger(samples) || samples <= 0)) || (v.duration !== undefined && durationMs === undefined)) {
+    io.err(`stacksanity host: --samples must be a positive integer and --duration a time such as 30s\n${USAGE}`);
+    return 2;
+  }
+  if (samples !== undefined && durationMs !== undefined) {
+    io.err('stacksanity host: give --samples or --duration, not both\n');
+    return 2;
+  }
+  if (v.upload !== undefined && v.token === undefined) {
+    io.err('stacksanity host: --upload needs --token\n');
+    return 2;
+  }
+  if (v.upload !== undefined && v.out !== undefined) {
+    io.err('stacksanity host: give --out or --upload, not both\n');
+    return 2;
+  }
+  const seed = v.seed !== undefined ? Number(v.seed) : Date.now() % 2 ** 31;
+  let session: RealHostSession;
+  try {
+    session = await RealHostSession.open({ seed, log: (s) => io.err(`stacksanity host: ${s}\n`) });
+  } catch (e) {
+    io.err(`stacksanity host: ${(e as Error).message}\n`);
+    return 2;
+  }
+  try {
+    const run = await runSampling(session, {
+      singleStep: v.singlestep,
+      ...(samples !== undefined ? { samples } : {}),
+      ...(durationMs !== undefined ? { durationMs } : {}),
+    });
+    const sum = summarize(run);
+    io.err(`stacksanity host: seed ${seed}, ${sum.samples} samples (${JSON.stringify(sum.where)}); ORC ${JSON.stringify(sum.orcVerdicts)}; entry cross-check ${JSON.stringify(sum.crossings)}; per sample median ${sum.steps.total.median.toFixed(2)} ms\n`);
+    const dump = formatTextDump(samplesOf(run));
+    if (v.upload !== undefined) {
+      await upload(v.upload, v.token!, session.build.buildId, session.kallsyms, dump);
+      io.err(`stacksanity host: uploaded to ${v.upload}\n`);
+    } else if (v.out !== undefined) {
+      writeFileSync(v.out, dump);
+      io.err(`stacksanity host: wrote ${v.out}\n`);
+    } else io.out(dump);
+    const bad = run.filter((c) => c.crossings.some((x) => x.result === 'mismatch')).length;
+    return bad > 0 ? 1 : 0;
+  } catch (e) {
+    io.err(`stacksanity host: ${(e as Error).message}\n`);
+    return 2;
+  } finally {
+    session.close();
+  }
+}
+
+/** Symbols, then the profile, then the samples: the API keys everything by build id. */
+async function upload(base: string, token: string, buildId: string, kallsyms: string, dump: string): Promise<void> {
+  const url = base.replace(/\/+$/, '');
+  const auth = { authorization: `Bearer ${token}` };
+  const send = async (method: string, path: string, body: string, type: string): Promise<void> => {
+    const r = await fetch(url + path, { method, headers: { ...auth, 'content-type': type }, body });
+    if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${(await r.text()).slice(0, 200)}`);
+  };
+  await send('POST', `/v1/kernels/${buildId}/symbols`, kallsyms, 'text/plain');
+  await send('PUT', `/v1/kernels/${buildId}/profile`, JSON.stringify({ buildId, framePointers: false }), 'application/json');
+  await send('POST', '/v1/samples', dump, 'text/plain');
+}

@@ -1,0 +1,174 @@
+// The guest: Debian's kernel from the cache scripts/realkernel-setup.sh fills, a busybox
+// initramfs with a workload, and QEMU (TCG, default qemu64 CPU: AMD, so PTI is off) with its
+// gdbstub on loopback. Boot with nokaslr so that kallsyms addresses are the link addresses.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { cpioNewc, S_IFDIR, S_IFREG, type CpioEntry } from './cpio.ts';
+
+export const DEFAULT_CACHE = resolve(process.env.STACKSANITY_REALKERNEL_CACHE ?? '.cache/realkernel');
+
+export interface KernelFiles {
+  cache: string;
+  package: string;
+  release: string;
+  image: string;
+  config: string;
+  busybox: string;
+}
+
+/** What the setup script wrote to current.env, or undefined when it has not been run. */
+export function kernelFiles(cache = DEFAULT_CACHE): KernelFiles | undefined {
+  const env = join(cache, 'current.env');
+  if (!existsSync(env)) return undefined;
+  const kv = new Map<string, string>();
+  for (const line of readFileSync(env, 'utf8').split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) kv.set(line.slice(0, eq), line.slice(eq + 1));
+  }
+  const f = {
+    cache, package: kv.get('KERNEL_PACKAGE') ?? '', release: kv.get('KERNEL_RELEASE') ?? '',
+    image: kv.get('KERNEL_IMAGE') ?? '', config: kv.get('KERNEL_CONFIG') ?? '', busybox: kv.get('BUSYBOX') ?? '/bin/busybox',
+  };
+  if (!f.release || !existsSync(f.image) || !existsSync(f.busybox)) return undefined;
+  return f;
+}
+
+/** Why the real-kernel host cannot run here (for skip messages), or undefined when it can. */
+export function unavailableReason(cache = DEFAULT_CACHE): string | undefined {
+  if (!kernelFiles(cache)) return `no cached kernel in ${cache}: run scripts/realkernel-setup.sh first`;
+  const q = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
+  if (q.error || q.status !== 0) return 'qemu-system-x86_64 is not installed: run scripts/realkernel-setup.sh first';
+  return undefined;
+}
+
+/** CONFIG_FRAME_POINTER from the package's config file. */
+export function hasFramePointers(configText: string): boolean {
+  return /^CONFIG_FRAME_POINTER=y$/m.test(configText);
+}
+
+export const KALLSYMS_END = '# stacksanity-kallsyms-end';
+export const INIT_READY = 'stacksanity-init-ready';
+
+/**
+ * /init: mounts, optionally dumps /proc/kallsyms to the second serial port (the package's
+ * System.map is a stub), then loops over a workload that makes syscalls, page faults, process
+ * spawns and pipes, with timer IRQs and softirqs underneath.
+ */
+export const INIT_SCRIPT = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo 0 > /proc/sys/kernel/kptr_restrict
+if grep -q stacksanity.kallsyms /proc/cmdline; then
+  cat /proc/kallsyms > /dev/ttyS1
+  echo "${KALLSYMS_END}" > /dev/ttyS1
+fi
+echo ${INIT_READY}
+while true; do
+  ls -R / > /dev/null 2>&1
+  cat /proc/self/status > /dev/null
+  echo x | md5sum > /dev/null
+  find /sys/kernel -name 'k*' > /dev/null 2>&1
+done
+`;
+
+export function buildInitramfs(busyboxPath: string): Uint8Array {
+  const bb = readFileSync(busyboxPath);
+  const entries: CpioEntry[] = [
+    { name: 'bin', mode: S_IFDIR | 0o755 },
+    { name: 'bin/busybox', mode: S_IFREG | 0o755, data: bb },
+    { name: 'dev', mode: S_IFDIR | 0o755 },
+    { name: 'proc', mode: S_IFDIR | 0o755 },
+    { name: 'sys', mode: S_IFDIR | 0o755 },
+    { name: 'tmp', mode: S_IFDIR | 0o1777 },
+    { name: 'init', mode: S_IFREG | 0o755, data: new TextEncoder().encode(INIT_SCRIPT) },
+  ];
+  return gzipSync(cpioNewc(entries), { level: 1 });
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(port));
+    });
+  });
+}
+
+export interface Guest {
+  proc: ChildProcess;
+  port: number;
+  dir: string;
+  consoleLog: string;
+  kallsymsFile: string;
+  stop(): void;
+}
+
+export interface LaunchOptions {
+  files: KernelFiles;
+  dumpKallsyms: boolean;
+  /** Working directory for the console log, kallsyms dump and initramfs. */
+  dir: string;
+  memMiB?: number;
+}
+
+export async function launchGuest(o: LaunchOptions): Promise<Guest> {
+  mkdirSync(o.dir, { recursive: true });
+  const initrd = join(o.dir, 'initrd.cpio.gz');
+  writeFileSync(initrd, buildInitramfs(o.files.busybox));
+  const consoleLog = join(o.dir, 'console.log');
+  const kallsymsFile = join(o.dir, 'kallsyms.raw');
+  writeFileSync(consoleLog, '');
+  writeFileSync(kallsymsFile, '');
+  const port = await freePort();
+  const append = `console=ttyS0 nokaslr panic=-1${o.dumpKallsyms ? ' stacksanity.kallsyms' : ''}`;
+  const args = [
+    '-accel', 'tcg', '-cpu', 'qemu64', '-m', String(o.memMiB ?? 512), '-smp', '1',
+    '-display', 'none', '-monitor', 'none', '-no-reboot',
+    '-serial', `file:${consoleLog}`, '-serial', `file:${kallsymsFile}`,
+    '-kernel', o.files.image, '-initrd', initrd, '-append', append,
+    '-gdb', `tcp:127.0.0.1:${port}`,
+  ];
+  const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const guest: Guest = {
+    proc, port, dir: o.dir, consoleLog, kallsymsFile,
+    stop: () => {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    },
+  };
+  proc.once('exit', (code) => {
+    if (code !== 0 && code !== null) stderr += `\nqemu exited with ${code}`;
+    process.off('exit', guest.stop);
+  });
+  // Never leave a guest running behind a process that ends without close().
+  process.once('exit', guest.stop);
+  // Wait for /init (and the kallsyms dump): the console says so.
+  const deadline = Date.now() + (o.dumpKallsyms ? 240_000 : 120_000);
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`qemu exited early: ${stderr.trim()}`);
+    const ready = readFileSync(consoleLog, 'latin1').includes(INIT_READY);
+    if (ready && (!o.dumpKallsyms || readFileSync(kallsymsFile, 'latin1').includes(KALLSYMS_END))) break;
+    if (Date.now() > deadline) {
+      guest.stop();
+      throw new Error(`the guest did not reach /init in time; console tail: ${readFileSync(consoleLog, 'latin1').slice(-500)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return guest;
+}
+
+/** The kallsyms dump without CRs and the end marker. */
+export function cleanKallsyms(raw: string): string {
+  const text = raw.replace(/\r/g, '');
+  const end = text.indexOf(KALLSYMS_END);
+  return end >= 0 ? text.slice(0, end) : text;
+}

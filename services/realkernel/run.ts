@@ -1,0 +1,105 @@
+// A sampling run on the live guest: take samples (optionally after switching QEMU to
+// single-stepping), check each with ORC (and the frame-pointer strategies, which this kernel
+// makes not applicable), cross-check every entry boundary with the section strategy's reading,
+// and time each step. Used by `stacksanity host qemu`, the integration test and the benchmark.
+import { checkSample, type SampleCheck } from '../core/check/checker.ts';
+import type { Sample } from '../core/dump/sample.ts';
+import { crossCheckEntries, type EntryCrossing } from '../core/unwind/orc.ts';
+import { StackSpace } from '../core/unwind/space.ts';
+import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
+import type { RealHostSession } from './session.ts';
+import type { StepTimes, TakenSample } from './sampler.ts';
+
+export interface CheckedSample extends TakenSample {
+  check: SampleCheck;
+  crossings: EntryCrossing[];
+  /** ms to unwind and judge it (all strategies). */
+  unwindMs: number;
+  singleStep: boolean;
+}
+
+export interface RunOptions {
+  samples?: number;
+  durationMs?: number;
+  singleStep?: boolean;
+  strategies?: readonly StrategyName[];
+  onSample?: (c: CheckedSample, i: number) => void;
+}
+
+export const HOST_STRATEGIES: readonly StrategyName[] = [...STRATEGIES, 'orc'];
+
+export async function runSampling(session: RealHostSession, o: RunOptions): Promise<CheckedSample[]> {
+  if (o.singleStep) await session.singleStep(true);
+  const out: CheckedSample[] = [];
+  const t0 = performance.now();
+  const max = o.samples ?? (o.durationMs !== undefined ? Infinity : 100);
+  while (out.length < max && (o.durationMs === undefined || performance.now() - t0 < o.durationMs)) {
+    const taken = await session.take();
+    taken.sample.host = o.singleStep ? 'qemu-tcg-singlestep' : 'qemu-tcg';
+    const t = performance.now();
+    const space = new StackSpace(taken.sample);
+    const check = checkSample(taken.sample, session.profile, o.strategies ?? HOST_STRATEGIES, { space });
+    const orc = check.results.find((r) => r.strategy === 'orc');
+    const crossings = orc ? crossCheckEntries(session.profile, orc.unwind, space) : [];
+    const c: CheckedSample = { ...taken, check, crossings, unwindMs: performance.now() - t, singleStep: o.singleStep ?? false };
+    out.push(c);
+    o.onSample?.(c, out.length - 1);
+  }
+  if (o.singleStep) await session.singleStep(false);
+  return out;
+}
+
+export interface StepStats {
+  n: number;
+  median: number;
+  p90: number;
+  max: number;
+}
+
+function stats(xs: number[]): StepStats {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN;
+  return { n: s.length, median: q(0.5), p90: q(0.9), max: s[s.length - 1] ?? NaN };
+}
+
+export interface RunSummary {
+  samples: number;
+  where: Record<string, number>;
+  orcVerdicts: Record<string, number>;
+  orcOutcomes: Record<string, number>;
+  crossings: Record<string, number>;
+  steps: Record<keyof StepTimes | 'unwind' | 'total', StepStats>;
+}
+
+export function summarize(run: CheckedSample[]): RunSummary {
+  const count = (m: Record<string, number>, k: string): void => {
+    m[k] = (m[k] ?? 0) + 1;
+  };
+  const where: Record<string, number> = {};
+  const orcVerdicts: Record<string, number> = {};
+  const orcOutcomes: Record<string, number> = {};
+  const crossings: Record<string, number> = {};
+  for (const c of run) {
+    count(where, c.where);
+    const orc = c.check.results.find((r) => r.strategy === 'orc');
+    if (orc) {
+      count(orcVerdicts, orc.reason ? `${orc.verdict}/${orc.reason}` : orc.verdict);
+      count(orcOutcomes, orc.unwind.outcome);
+    }
+    for (const x of c.crossings) count(crossings, `${x.result} ${x.entry}`);
+  }
+  return {
+    samples: run.length, where, orcVerdicts, orcOutcomes, crossings,
+    steps: {
+      stop: stats(run.map((c) => c.times.stop)),
+      regs: stats(run.map((c) => c.times.regs)),
+      memory: stats(run.map((c) => c.times.memory)),
+      unwind: stats(run.map((c) => c.unwindMs)),
+      total: stats(run.map((c) => c.times.stop + c.times.regs + c.times.memory + c.unwindMs)),
+    },
+  };
+}
+
+export function samplesOf(run: CheckedSample[]): Sample[] {
+  return run.map((c) => c.sample);
+}
