@@ -110,7 +110,12 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
   const lostEntry = a.missing.map((k) => ref.entries[k]).find((e) => e !== undefined);
   if (lostEntry) out.entry = lostEntry;
 
-  if (stopped && a.extra.length === 0 && a.prefix) {
+  if (stopped && a.extra.length === 0 && a.missing.length > 0 && hardMissing.length === 0) {
+    // Everything lost lies in windows the kernel documents as lossy (reference §9 rules 17, 18):
+    // the walk stopping there is the same documented limit, not a failure.
+    out.verdict = 'tolerated';
+    if (u.reason) out.reason = u.reason;
+  } else if (stopped && a.extra.length === 0 && a.prefix) {
     out.verdict = 'truncated';
     if (u.reason) out.reason = u.reason;
   } else if (a.missing.length === 0 && a.extra.length === 0) {

@@ -41,7 +41,11 @@ export function align(trace: ArrayLike<number>, ref: readonly RefFrame[]): Align
   let i = 0;
   let j = 0;
   while (i < n && j < m) {
-    if (trace[i] === ref[j]!.ipS) {
+    // With repeated ips (recursion), a tolerated reference frame that can be skipped without
+    // shortening the common subsequence is the one to call missing, not a required twin of it.
+    if (trace[i] === ref[j]!.ipS && ref[j]!.tolerated && t[i * w + j + 1]! === t[i * w + j]!) {
+      missing.push(j++);
+    } else if (trace[i] === ref[j]!.ipS) {
       lastMatchedRef = j;
       i++;
       j++;

@@ -242,7 +242,8 @@ export abstract class FrameWalker implements Unwinder {
       return;
     }
     if (action.kind === 'regs') {
-      if (this.enterRegs(action.regs)) this.pushRegsFrame();
+      // User-mode pt_regs behind a kernel_entry frame end the trace like any user regs.
+      if (this.enterRegs(action.regs) && !this.regsUser) this.pushRegsFrame();
       return;
     }
     if (!this.profile.isTextS(retS)) {

@@ -72,3 +72,17 @@ test('the frame limit: a trace of exactly maxFrames frames is complete; one more
   assert.equal(cut.frames.length, n - 1);
   assert.equal(cut.reliable, false);
 });
+
+test('with a repeated ip (recursion), the tolerated copy is the one reported missing', async () => {
+  const { align } = await import('../../../services/core/check/compare.ts');
+  // Reference: start, a tolerated caller, its required twin (same ip), then the root.
+  const ref = [
+    { ipS: 100, kind: 'start', tolerated: false },
+    { ipS: 200, kind: 'call', tolerated: true },
+    { ipS: 200, kind: 'call', tolerated: false },
+    { ipS: 300, kind: 'call', tolerated: false },
+  ];
+  const a = align([100, 200, 300], ref);
+  assert.deepEqual(a.missing, [1]);
+  assert.deepEqual(a.extra, []);
+});
