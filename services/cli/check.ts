@@ -2,8 +2,6 @@
 // per strategy and verdict, then the failing samples. Exit 0 when all are consistent, 1 when
 // failures were found, 2 when the input was unusable.
 import { readFileSync } from 'node:fs';
-import { parseJsonDump } from '../core/dump/json.ts';
-import { parseTextDump } from '../core/dump/text.ts';
 import { DumpError, rejectionOf, type ParseResult } from '../core/dump/errors.ts';
 import { hasFullState, type Sample } from '../core/dump/sample.ts';
 import { checkSample, type StrategyCheck } from '../core/check/checker.ts';
@@ -14,7 +12,9 @@ import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import { formatHex64 } from '../core/u64.ts';
-import { readInput, detectFormat, DEFAULT_MAX_INPUT } from './inputs.ts';
+import { readInputBytes, DEFAULT_MAX_INPUT } from '../realhost/input.ts';
+import { readHostInput } from '../realhost/input.ts';
+import { checkHostCallchain, HostChainSummary, type HostChainContext } from '../realhost/callchain-check.ts';
 import { Progress } from './progress.ts';
 
 export interface CheckOptions {
@@ -52,14 +52,19 @@ export function runCheck(o: CheckOptions, io: Io): number {
   // the baseline. Asking for another by name shows it failing with pt_regs_not_decoded.
   const strategies = o.strategies ?? STRATEGIES.filter((s) => s === 'fp' || !profile || profile.layouts.has(s));
   const summary = new CheckSummary(o.maxFailures ?? 20);
+  // Callchain-only samples (perf script, perf.data, kernel logs) are judged on their host callchain.
+  const hostChains = new HostChainSummary(o.maxFailures ?? 20);
   let inputsRead = 0;
   let index = 0;
   for (const file of o.files) {
     let parsed: ParseResult<Sample>;
+    let contexts: WeakMap<Sample, HostChainContext>;
     try {
-      const text = readInput(file, maxBytes);
-      const name = file === '-' ? '<stdin>' : file;
-      parsed = detectFormat(text) === 'json' ? parseJsonDump(text, { file: name, maxBytes }) : parseTextDump(text, { file: name, maxBytes });
+      // perf.data, kernel logs, JSON and text dumps, told apart by content.
+      const input = readHostInput(file, { maxBytes, ...(profile ? { profile } : {}) });
+      parsed = input.parsed;
+      contexts = input.contexts;
+      for (const n of input.notes) io.err(`stacksanity: ${n}\n`);
       inputsRead++;
     } catch (e) {
       if (e instanceof DumpError) {
@@ -78,6 +83,7 @@ export function runCheck(o: CheckOptions, io: Io): number {
       progress.tick(i);
       if (!hasFullState(s)) {
         summary.addCallchainOnly(s);
+        hostChains.add(at, s, checkHostCallchain(s, profile, contexts.get(s)));
         continue;
       }
       if (!profile) {
@@ -95,13 +101,13 @@ export function runCheck(o: CheckOptions, io: Io): number {
     index = base + parsed.samples.length + parsed.rejected.length;
   }
   if (inputsRead === 0 || (summary.samples === 0 && summary.rejectedCount > 0)) {
-    printSummary(summary, io, o, profile);
+    printSummary(summary, io, o, profile, hostChains);
     io.err('stacksanity: no usable samples in the input\n');
     return EXIT_UNUSABLE;
   }
-  if (o.format === 'json') printJson(summary, io, profile);
-  else printSummary(summary, io, o, profile);
-  return summary.failingSamples > 0 ? EXIT_FAILURES : EXIT_OK;
+  if (o.format === 'json') printJson(summary, io, profile, hostChains);
+  else printSummary(summary, io, o, profile, hostChains);
+  return summary.failingSamples > 0 || hostChains.failing > 0 ? EXIT_FAILURES : EXIT_OK;
 }
 
 const BASELINE: ReadonlySet<StrategyName> = new Set(['fp']);
@@ -119,7 +125,7 @@ function loadProfile(o: CheckOptions, maxBytes: number): KernelProfile | undefin
     opts = parseProfileOptions(json, o.profile);
   }
   if (!o.kallsyms) return undefined;
-  return KernelProfile.fromKallsyms(readInput(o.kallsyms, maxBytes), { ...opts, file: o.kallsyms });
+  return KernelProfile.fromKallsyms(readInputBytes(o.kallsyms, maxBytes).toString('utf8'), { ...opts, file: o.kallsyms });
 }
 
 function where(s: Sample): string {
@@ -128,7 +134,7 @@ function where(s: Sample): string {
   return [src, who].filter(Boolean).join(' ');
 }
 
-function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: KernelProfile | undefined): void {
+function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: KernelProfile | undefined, host: HostChainSummary): void {
   const baseline = o.strategies ? NO_BASELINE : BASELINE;
   const lines: string[] = [];
   lines.push(`samples: ${sm.samples} checked, ${sm.rejectedCount} rejected${sm.callchainOnly ? `, ${sm.callchainOnly} callchain-only (no registers or stack memory to unwind)` : ''}`);
@@ -145,6 +151,7 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: Kernel
   }
   if (sm.disagreements || sm.falseReliable) lines.push(`disagreeing samples: ${sm.disagreements}; false_reliable: ${sm.falseReliable}`);
   if (sm.flaggedFrames.size > 0) lines.push(`flagged host callchain frames: ${[...sm.flaggedFrames].map(([f, n]) => `${f} ${n}`).join(', ')}`);
+  if (host.checked + host.userOnly > 0) lines.push(...hostChainLines(host, profile));
   if (sm.rejected.size > 0) {
     lines.push(`rejected by reason: ${[...sm.rejected].map(([r, n]) => `${r} ${n}`).join(', ')}`);
     for (const r of sm.rejections.slice(0, 20)) lines.push(`  ${r.message}`);
@@ -174,7 +181,7 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: Kernel
   io.out(lines.join('\n') + '\n');
 }
 
-function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined): void {
+function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined, host: HostChainSummary): void {
   const obj = {
     samples: sm.samples,
     callchain_only: sm.callchainOnly,
@@ -186,6 +193,34 @@ function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined)
     false_reliable: sm.falseReliable,
     failing_samples: sm.failingSamples,
     failures: profile ? sm.failures.map((f) => ({ index: f.index, source: f.sample.source, ...sampleCheckToJson(f.check, profile) })) : [],
+    host_callchains: {
+      checked: host.checked,
+      user_only: host.userOnly,
+      failing: host.failing,
+      unresolved_frames: host.unresolvedFrames,
+      verdicts: Object.fromEntries(host.verdicts),
+      reasons: Object.fromEntries(host.reasons),
+      bottoms: Object.fromEntries(host.bottoms),
+      failures: host.examples.map((x) => ({ index: x.index, source: x.sample.source, verdict: x.check.verdict, reason: x.check.reason, findings: x.check.findings })),
+    },
   };
   io.out(JSON.stringify(obj, null, 2) + '\n');
+}
+
+/** The host callchain section: the host's own unwinder judged by the kernel's rules. */
+function hostChainLines(h: HostChainSummary, profile: KernelProfile | undefined): string[] {
+  const count = <K>(m: Map<K, number>): string => [...m].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${String(k)} ${n}`).join(', ');
+  const out = ['', `host callchains: ${h.checked} with a kernel part${h.userOnly ? `, ${h.userOnly} without kernel frames (not judged)` : ''}`];
+  if (h.checked > 0) {
+    out.push(`  verdicts: ${count(h.verdicts)}`);
+    if (h.reasons.size > 0) out.push(`  reasons: ${count(h.reasons)}`);
+    out.push(`  bottoms: ${count(h.bottoms)}`);
+  }
+  if (h.unresolvedFrames > 0) out.push(`  unresolved kernel frames: ${h.unresolvedFrames}${profile ? ' (no runtime address to check)' : ' (pass --kallsyms to check them against kernel text)'}`);
+  for (const x of h.examples.slice(0, 10)) {
+    const s = x.sample;
+    out.push(`  --- sample ${x.index}${s.source ? ` (${s.source.file}:${s.source.line})` : ''} ${s.comm ?? ''} ${s.tid ?? s.pid ?? ''}: ${x.check.verdict} (${x.check.reason})`);
+    for (const f of x.check.findings.slice(0, 3)) out.push(`      ${f.message}`);
+  }
+  return out;
 }

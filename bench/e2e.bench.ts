@@ -1,0 +1,239 @@
+// npm run bench:e2e — the service end to end on this machine: emulated hosts upload gzip batches
+// over HTTP to `stacksanity serve` (API + one checker worker process per core) on a private
+// redis-server; we measure samples/s from upload to committed verdict, upload-to-verdict latency
+// (p50/p99) under saturation and at a paced 10,000 samples/s, peak RSS per process and Redis
+// memory. Baseline in the same run: BullMQ's own ceiling for no-op jobs on the same Redis.
+//
+// Env: BENCH_SECONDS (per phase, default 20), BENCH_BATCH (samples per upload, default 500),
+// BENCH_INFLIGHT (batches uploaded but not yet checked, default 8), BENCH_RATE (paced phase,
+// default 10000 samples/s).
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { feederSource } from '../services/pipeline/feed.ts';
+import { freePort, startPrivateRedis } from '../services/pipeline/redis-server.ts';
+import { Keys } from '../services/pipeline/keys.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
+const BATCH = Number(process.env.BENCH_BATCH ?? 500);
+const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 8);
+const RATE = Number(process.env.BENCH_RATE ?? 10_000);
+const TOKEN = `bench-${Date.now()}-token-0123456789`;
+const PREFIX = '{ss-bench}';
+
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function pct(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function rssOf(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+  } catch {
+    return [];
+  }
+}
+
+async function noopCeiling(url: string): Promise<{ jobsPerSec: number; jobs: number }> {
+  const jobs = 20_000;
+  const conn = new Redis(url, { maxRetriesPerRequest: null });
+  const queue = new Queue('noop', { connection: conn, prefix: '{ss-bench-noop}', defaultJobOptions: { removeOnComplete: { count: 1000 }, removeOnFail: { count: 1000 } } });
+  let done = 0;
+  let finish!: () => void;
+  const finished = new Promise<void>((r) => (finish = r));
+  const worker = new Worker('noop', async () => undefined, { connection: conn, prefix: '{ss-bench-noop}', concurrency: 100 });
+  worker.on('completed', () => {
+    if (++done === jobs) finish();
+  });
+  const t0 = performance.now();
+  for (let i = 0; i < jobs; i += 1000) {
+    await queue.addBulk(Array.from({ length: Math.min(1000, jobs - i) }, (_, k) => ({ name: 'noop', data: { i: i + k } })));
+  }
+  await finished;
+  const s = (performance.now() - t0) / 1000;
+  await worker.close();
+  await queue.obliterate({ force: true });
+  await queue.close();
+  conn.disconnect();
+  return { jobsPerSec: jobs / s, jobs };
+}
+
+interface Phase {
+  name: string;
+  uploaded: number;
+  committed: number;
+  seconds: number;
+  latencies: number[];
+  rejected: number;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'stacksanity-bench-'));
+  const redisServer = await startPrivateRedis(join(dir, 'redis'));
+  const redis = new Redis(redisServer.url);
+  const keys = new Keys(PREFIX);
+  let serve: ChildProcess | undefined;
+  try {
+    log(`private Redis at ${redisServer.url}; BullMQ no-op baseline...`);
+    const baseline = await noopCeiling(redisServer.url);
+    log(`  ${baseline.jobsPerSec.toFixed(0)} no-op jobs/s`);
+
+    log('generating batches...');
+    const source = await feederSource({ root: ROOT, hosts: 16, seed: 7, warn: log });
+    const bodies: Buffer[] = [];
+    for (let i = 0; i < 24; i++) bodies.push(gzipSync(source.batch(BATCH), { level: 1 }));
+    const rawBytes = source.batch(BATCH).length;
+    log(`  ${bodies.length} batches of ${BATCH} samples (${source.kind}); ${(rawBytes / 1024).toFixed(0)} KiB text, ${(bodies[0]!.length / 1024).toFixed(0)} KiB gzip each`);
+
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    serve = spawn(process.execPath, [join(ROOT, 'bin', 'stacksanity.js'), 'serve', '--no-feeder'], {
+      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redisServer.url, STACKSANITY_PREFIX: PREFIX, STACKSANITY_TOKENS: `bench:${TOKEN}`, STACKSANITY_RATE_LIMIT: '1000000', LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let banner = '';
+    serve.stdout!.on('data', (d: Buffer) => (banner += d.toString()));
+    const t = Date.now();
+    while (!banner.includes('Ctrl-C')) {
+      if (Date.now() - t > 30_000) throw new Error('serve did not start');
+      await sleep(100);
+    }
+    const auth = { authorization: `Bearer ${TOKEN}` };
+    for (const k of source.kernels) {
+      await fetch(`${base}/v1/kernels/${k.buildId}/profile`, { method: 'PUT', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(k.profile) });
+      const r = await fetch(`${base}/v1/kernels/${k.buildId}/symbols`, { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: k.kallsyms });
+      if (r.status !== 201) throw new Error(`kernel upload: ${r.status} ${await r.text()}`);
+    }
+    await sleep(1500); // workers connected
+
+    const peakRss = new Map<number, number>();
+    const sampler = setInterval(() => {
+      for (const pid of [serve!.pid!, ...childrenOf(serve!.pid!)]) peakRss.set(pid, Math.max(peakRss.get(pid) ?? 0, rssOf(pid)));
+    }, 250);
+
+    // Completion watcher: upload time per job id, polled for its commit marker.
+    const pending = new Map<string, { t0: number; phase: Phase }>();
+    let seq = 0;
+    let polling = false;
+    const watch = setInterval(() => {
+      if (pending.size === 0 || polling) return;
+      polling = true;
+      const ids = [...pending.keys()];
+      const p = redis.pipeline();
+      for (const id of ids) p.exists(keys.done(id));
+      p.exec().then((res) => {
+        const now = performance.now();
+        ids.forEach((id, i) => {
+          const e = pending.get(id);
+          if (e && res?.[i]?.[1] === 1) {
+            pending.delete(id);
+            e.phase.latencies.push(now - e.t0);
+            e.phase.committed += BATCH;
+          }
+        });
+      }, (e: Error) => log(`watcher: ${e.message}`)).finally(() => { polling = false; });
+    }, 20);
+
+    const upload = async (phase: Phase): Promise<void> => {
+      const body = bodies[seq % bodies.length]!;
+      const t0 = performance.now();
+      const r = await fetch(`${base}/v1/samples?source=emulator`, { method: 'POST', headers: { ...auth, 'content-type': 'application/gzip', 'idempotency-key': `bench-${seq++}` }, body });
+      const j = (await r.json()) as { job?: string; accepted?: number; rejected?: number };
+      if (r.status !== 202 || !j.job) throw new Error(`upload: ${r.status} ${JSON.stringify(j).slice(0, 300)}`);
+      phase.uploaded += j.accepted ?? 0;
+      phase.rejected += j.rejected ?? 0;
+      pending.set(j.job, { t0, phase });
+    };
+
+    // Phase 1: saturation, closed loop with INFLIGHT batches between upload and verdict.
+    const sat: Phase = { name: 'saturated', uploaded: 0, committed: 0, seconds: 0, latencies: [], rejected: 0 };
+    log(`phase 1: saturated, ${INFLIGHT} batches in flight, ${SECONDS} s...`);
+    const t1 = performance.now();
+    const end1 = t1 + SECONDS * 1000;
+    await Promise.all(Array.from({ length: INFLIGHT }, async () => {
+      while (performance.now() < end1) {
+        await upload(sat);
+        while ([...pending.values()].filter((e) => e.phase === sat).length >= INFLIGHT) await sleep(5);
+      }
+    }));
+    const committedAtEnd = sat.committed;
+    sat.seconds = (performance.now() - t1) / 1000;
+    while ([...pending.values()].some((e) => e.phase === sat)) await sleep(20);
+    sat.committed = committedAtEnd;
+
+    // Phase 2: paced at RATE samples/s, open loop.
+    const paced: Phase = { name: `paced ${RATE}/s`, uploaded: 0, committed: 0, seconds: 0, latencies: [], rejected: 0 };
+    log(`phase 2: paced at ${RATE} samples/s, ${SECONDS} s...`);
+    const interval = (1000 * BATCH) / RATE;
+    const t2 = performance.now();
+    const inflight: Promise<void>[] = [];
+    for (let k = 0; performance.now() - t2 < SECONDS * 1000; k++) {
+      const due = t2 + k * interval;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+      inflight.push(upload(paced));
+    }
+    await Promise.all(inflight);
+    paced.seconds = (performance.now() - t2) / 1000;
+    const drainStart = performance.now();
+    while ([...pending.values()].some((e) => e.phase === paced) && performance.now() - drainStart < 120_000) await sleep(20);
+
+    clearInterval(sampler);
+    clearInterval(watch);
+    const info = await redis.info('memory');
+    const mem = (k: string): number => Number(new RegExp(`${k}:(\\d+)`).exec(info)?.[1] ?? 0);
+    const cmd = (pid: number): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
+    const workerPids = childrenOf(serve.pid!).filter((p) => cmd(p).includes('workers/checker'));
+    const mb = (b: number): string => `${(b / 1048576).toFixed(0)} MB`;
+
+    const cpu = cpus();
+    const lines = [
+      `machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, load ${execFileSync('cat', ['/proc/loadavg']).toString().split(' ').slice(0, 3).join(' ')}`,
+      `input: ${source.kind}; ${BATCH} samples per upload (gzip), ${INFLIGHT} batches in flight in phase 1`,
+      '',
+      '| what | result |',
+      '|---|---:|',
+      `| BullMQ no-op jobs (baseline, same Redis, 1 process, concurrency 100) | ${baseline.jobsPerSec.toFixed(0)} jobs/s = ${(baseline.jobsPerSec * BATCH).toFixed(0)} samples/s at ${BATCH} per job |`,
+      `| saturated: samples/s upload → committed verdict | ${(sat.committed / sat.seconds).toFixed(0)} samples/s (${(sat.committed / sat.seconds / BATCH).toFixed(1)} batches/s = ${((sat.committed / sat.seconds / BATCH) / baseline.jobsPerSec * 100).toFixed(2)} % of the no-op ceiling) |`,
+      `| saturated: upload → verdict latency p50 / p99 | ${pct(sat.latencies, 50).toFixed(0)} / ${pct(sat.latencies, 99).toFixed(0)} ms |`,
+      `| paced ${RATE} samples/s: achieved upload rate | ${(paced.uploaded / paced.seconds).toFixed(0)} samples/s |`,
+      `| paced ${RATE} samples/s: latency p50 / p99 | ${pct(paced.latencies, 50).toFixed(0)} / ${pct(paced.latencies, 99).toFixed(0)} ms (${paced.latencies.length} batches) |`,
+      `| peak RSS: API (serve) process | ${mb(peakRss.get(serve.pid!) ?? 0)} |`,
+      ...workerPids.map((p, i) => `| peak RSS: worker ${i + 1} | ${mb(peakRss.get(p) ?? 0)} |`),
+      `| Redis used_memory now / peak | ${mb(mem('used_memory'))} / ${mb(mem('used_memory_peak'))} |`,
+      `| samples rejected by the API | ${sat.rejected + paced.rejected} |`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    if (serve && serve.exitCode === null) {
+      const exited = new Promise((r) => serve!.once('exit', r));
+      serve.kill('SIGINT');
+      await Promise.race([exited, sleep(30_000)]);
+      if (serve.exitCode === null) serve.kill('SIGKILL');
+    }
+    redis.disconnect();
+    await redisServer.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

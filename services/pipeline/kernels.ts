@@ -1,0 +1,87 @@
+// Kernel profiles keyed by build id: the symbol text (stored gzip) and the profile options, in one
+// hash per build with a revision counter, so workers rebuild their cached KernelProfile only when
+// an upload changed it.
+import type { Redis } from 'ioredis';
+import { gzipSync, gunzipSync } from 'node:zlib';
+import { KernelProfile, parseProfileOptions, type ProfileOptions } from '../core/symbols/profile.ts';
+import type { Keys } from './keys.ts';
+
+export const BUILD_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+
+export interface KernelInfo {
+  buildId: string;
+  symbols: number;
+  layouts: string[];
+  options: ProfileOptions;
+  hasSymbols: boolean;
+  rev: number;
+}
+
+export class KernelStore {
+  private readonly cache = new Map<string, { rev: number; profile: KernelProfile }>();
+
+  constructor(private readonly redis: Redis, private readonly keys: Keys) {}
+
+  /** Parses first (a restricted kallsyms or garbage is refused with the parser's message), then stores. */
+  async putSymbols(buildId: string, text: string): Promise<KernelInfo> {
+    const opts = await this.options(buildId);
+    const profile = KernelProfile.fromKallsyms(text, { ...opts, buildId, file: `kernels/${buildId}/symbols` });
+    const key = this.keys.kernel(buildId);
+    const rev = await this.redis.multi().hset(key, 'symbols', gzipSync(text, { level: 6 })).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
+    return info(buildId, profile, opts, true, Number(rev?.[1]?.[1] ?? 0));
+  }
+
+  async putOptions(buildId: string, json: unknown): Promise<ProfileOptions> {
+    const opts = parseProfileOptions(json, `kernels/${buildId}/profile`);
+    const key = this.keys.kernel(buildId);
+    await this.redis.multi().hset(key, 'options', JSON.stringify(opts)).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
+    return opts;
+  }
+
+  async hasSymbols(buildId: string): Promise<boolean> {
+    return (await this.redis.hexists(this.keys.kernel(buildId), 'symbols')) === 1;
+  }
+
+  async list(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.kernels)).sort();
+  }
+
+  async info(buildId: string): Promise<KernelInfo | undefined> {
+    const p = await this.profile(buildId);
+    if (!p) {
+      if (!(await this.redis.exists(this.keys.kernel(buildId)))) return undefined;
+      return { buildId, symbols: 0, layouts: [], options: await this.options(buildId), hasSymbols: false, rev: Number(await this.redis.hget(this.keys.kernel(buildId), 'rev')) };
+    }
+    return info(buildId, p.profile, await this.options(buildId), true, p.rev);
+  }
+
+  /** The profile for a build (cached per revision), or undefined when its symbols were never uploaded. */
+  async get(buildId: string): Promise<KernelProfile | undefined> {
+    return (await this.profile(buildId))?.profile;
+  }
+
+  private async profile(buildId: string): Promise<{ rev: number; profile: KernelProfile } | undefined> {
+    const key = this.keys.kernel(buildId);
+    const revText = await this.redis.hget(key, 'rev');
+    if (revText === null) return undefined;
+    const rev = Number(revText);
+    const hit = this.cache.get(buildId);
+    if (hit && hit.rev === rev) return hit;
+    const [symbols, options] = await Promise.all([this.redis.hgetBuffer(key, 'symbols'), this.redis.hget(key, 'options')]);
+    if (!symbols) return undefined;
+    const opts: ProfileOptions = options ? (JSON.parse(options) as ProfileOptions) : {};
+    const profile = KernelProfile.fromKallsyms(gunzipSync(symbols).toString('utf8'), { ...opts, buildId });
+    const entry = { rev, profile };
+    this.cache.set(buildId, entry);
+    return entry;
+  }
+
+  private async options(buildId: string): Promise<ProfileOptions> {
+    const o = await this.redis.hget(this.keys.kernel(buildId), 'options');
+    return o ? (JSON.parse(o) as ProfileOptions) : {};
+  }
+}
+
+function info(buildId: string, p: KernelProfile, options: ProfileOptions, hasSymbols: boolean, rev: number): KernelInfo {
+  return { buildId, symbols: p.symbols.length, layouts: [...p.layouts], options, hasSymbols, rev };
+}

@@ -1,0 +1,247 @@
+// Metrics exactly as DESIGN §4 names them. The checker's series are tallied per batch into plain
+// typed arrays (no label strings on the per-sample path), then turned into "series fields": one
+// exposition line each (`name{labels}` → value, histogram buckets already cumulative). The same
+// fields are added to the worker's own totals and, atomically with the batch's idempotency
+// marker, to a Redis hash that holds the totals over every worker — which the API's /metrics
+// renders in the single-machine default. A batch retried after a crash is therefore counted once.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { VERDICTS, type Verdict } from '../core/check/reasons.ts';
+import type { StrategyName } from '../core/unwind/types.ts';
+import { REJECT_REASONS } from '../core/dump/errors.ts';
+import { SOURCES } from './job.ts';
+
+export const M = {
+  received: 'stacksanity_samples_received_total',
+  rejected: 'stacksanity_samples_rejected_total',
+  unwinds: 'stacksanity_unwinds_total',
+  failures: 'stacksanity_unwind_failures_total',
+  disagreements: 'stacksanity_strategy_disagreements_total',
+  falseReliable: 'stacksanity_false_reliable_total',
+  depth: 'stacksanity_unwind_depth_frames',
+  duration: 'stacksanity_check_duration_seconds',
+  queueJobs: 'bullmq_job_count',
+} as const;
+
+const HELP: Record<string, [string, 'counter' | 'histogram']> = {
+  [M.unwinds]: ['Unwinds by strategy and verdict (the fp baseline included; it fails at entries by design).', 'counter'],
+  [M.failures]: ['Unwinds whose verdict is not exact/tolerated/consistent, by strategy, reason and the entry nearest the failure.', 'counter'],
+  [M.disagreements]: ['Samples on which two entry-aware strategies reported different traces, by strategy pair.', 'counter'],
+  [M.falseReliable]: ['Unwinds that claimed to be reliable and were wrong against ground truth.', 'counter'],
+  [M.depth]: ['Frames per unwind, by strategy.', 'histogram'],
+  [M.duration]: ['Time to check one sample with every strategy (seconds).', 'histogram'],
+};
+
+/** Frames: perf keeps at most 127, the walker stops at 128. */
+export const DEPTH_BUCKETS = [2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64, 96, 128];
+/** One sample with every strategy takes ~10-50 µs; the top buckets catch pathological stacks. */
+export const DURATION_BUCKETS = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05];
+
+export const TALLY_STRATEGIES: readonly StrategyName[] = ['fp', 'kernel_entry', 'section', 'encoded_fp', 'orc'];
+const S = TALLY_STRATEGIES.length;
+const V = VERDICTS.length;
+const MAX_DEPTH = 129;
+const VERDICT_INDEX = new Map<Verdict, number>(VERDICTS.map((v, i) => [v, i]));
+const STRATEGY_INDEX = new Map<StrategyName, number>(TALLY_STRATEGIES.map((s, i) => [s, i]));
+
+export function strategyIndex(s: StrategyName): number { return STRATEGY_INDEX.get(s) ?? 0; }
+export function verdictIndex(v: Verdict): number { return VERDICT_INDEX.get(v) ?? 0; }
+
+export function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** Per-batch deltas of the checker's series. */
+export class BatchTally {
+  readonly unwinds = new Int32Array(S * V);
+  readonly falseReliable = new Int32Array(S);
+  readonly depth = new Int32Array(S * (MAX_DEPTH + 1));
+  readonly durationBuckets = new Int32Array(DURATION_BUCKETS.length + 1);
+  durationSum = 0;
+  durations = 0;
+  /** Label-string keyed: failing unwinds are the minority, so strings are affordable here. */
+  readonly failures = new Map<string, number>();
+  readonly disagreements = new Map<string, number>();
+
+  unwind(s: number, v: number, frames: number): void {
+    this.unwinds[s * V + v]!++;
+    this.depth[s * (MAX_DEPTH + 1) + Math.min(frames, MAX_DEPTH)]!++;
+  }
+
+  failure(strategy: string, reason: string, entry: string, host: string | undefined): void {
+    const k = `strategy="${strategy}",reason="${reason}",entry="${entry}"${host !== undefined ? `,host="${escapeLabel(host)}"` : ''}`;
+    this.failures.set(k, (this.failures.get(k) ?? 0) + 1);
+  }
+
+  disagreement(pair: string): void {
+    this.disagreements.set(pair, (this.disagreements.get(pair) ?? 0) + 1);
+  }
+
+  duration(seconds: number): void {
+    let b = 0;
+    while (b < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[b]!) b++;
+    this.durationBuckets[b]!++;
+    this.durationSum += seconds;
+    this.durations++;
+  }
+
+  /** The deltas as exposition-line keys (histogram buckets cumulative, as exposed). */
+  fields(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (let s = 0; s < S; s++) {
+      const strategy = TALLY_STRATEGIES[s]!;
+      let any = false;
+      for (let v = 0; v < V; v++) {
+        const n = this.unwinds[s * V + v]!;
+        if (n > 0) {
+          any = true;
+          out.set(`${M.unwinds}{strategy="${strategy}",verdict="${VERDICTS[v]}"}`, n);
+        }
+      }
+      if (this.falseReliable[s]! > 0) out.set(`${M.falseReliable}{strategy="${strategy}"}`, this.falseReliable[s]!);
+      if (!any) continue;
+      let cum = 0;
+      let sum = 0;
+      let d = 0;
+      const base = s * (MAX_DEPTH + 1);
+      for (const le of DEPTH_BUCKETS) {
+        for (; d <= le; d++) {
+          cum += this.depth[base + d]!;
+          sum += d * this.depth[base + d]!;
+        }
+        out.set(`${M.depth}_bucket{strategy="${strategy}",le="${le}"}`, cum);
+      }
+      for (; d <= MAX_DEPTH; d++) {
+        cum += this.depth[base + d]!;
+        sum += d * this.depth[base + d]!;
+      }
+      out.set(`${M.depth}_bucket{strategy="${strategy}",le="+Inf"}`, cum);
+      out.set(`${M.depth}_sum{strategy="${strategy}"}`, sum);
+      out.set(`${M.depth}_count{strategy="${strategy}"}`, cum);
+    }
+    for (const [k, n] of this.failures) out.set(`${M.failures}{${k}}`, n);
+    for (const [k, n] of this.disagreements) out.set(`${M.disagreements}{strategies="${k}"}`, n);
+    if (this.durations > 0) {
+      let cum = 0;
+      DURATION_BUCKETS.forEach((le, i) => {
+        cum += this.durationBuckets[i]!;
+        out.set(`${M.duration}_bucket{le="${le}"}`, cum);
+      });
+      out.set(`${M.duration}_bucket{le="+Inf"}`, this.durations);
+      out.set(`${M.duration}_sum`, this.durationSum);
+      out.set(`${M.duration}_count`, this.durations);
+    }
+    return out;
+  }
+}
+
+/** Renders series fields (from a worker's totals or the Redis hash) as Prometheus text. */
+export function renderSeries(fields: Iterable<[string, number | string]>): string {
+  const byMetric = new Map<string, string[]>();
+  for (const [k, v] of fields) {
+    const name = metricOf(k);
+    if (!HELP[name]) continue;
+    let lines = byMetric.get(name);
+    if (!lines) byMetric.set(name, (lines = []));
+    lines.push(`${k} ${Number(v)}`);
+  }
+  const out: string[] = [];
+  for (const name of Object.keys(HELP)) {
+    const lines = byMetric.get(name);
+    if (!lines) continue;
+    const [help, type] = HELP[name]!;
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    // Buckets in numeric le order per label set reads best and some parsers insist on it.
+    lines.sort(compareSeries);
+    out.push(...lines);
+  }
+  return out.length ? out.join('\n') + '\n' : '';
+}
+
+function metricOf(field: string): string {
+  const brace = field.indexOf('{');
+  let name = brace < 0 ? field : field.slice(0, brace);
+  for (const suffix of ['_bucket', '_sum', '_count']) {
+    if (name.endsWith(suffix) && HELP[name.slice(0, -suffix.length)]) return name.slice(0, -suffix.length);
+  }
+  return name;
+}
+
+function compareSeries(a: string, b: string): number {
+  const la = /le="([^"]+)"/.exec(a);
+  const lb = /le="([^"]+)"/.exec(b);
+  const sa = a.replace(/,?le="[^"]+"/, '');
+  const sb = b.replace(/,?le="[^"]+"/, '');
+  if (sa !== sb) return sa < sb ? -1 : 1;
+  const na = la ? (la[1] === '+Inf' ? Infinity : Number(la[1])) : -1;
+  const nb = lb ? (lb[1] === '+Inf' ? Infinity : Number(lb[1])) : -1;
+  return na - nb;
+}
+
+/** A process's own totals of the checker series (what a worker's /metrics shows). */
+export class SeriesTotals {
+  readonly values = new Map<string, number>();
+  add(fields: Map<string, number>): void {
+    for (const [k, n] of fields) this.values.set(k, (this.values.get(k) ?? 0) + n);
+  }
+  render(): string { return renderSeries(this.values); }
+}
+
+/** The API's own registry: uploads received and rejected, the queue gauges, process metrics. */
+export interface ApiMetrics {
+  registry: Registry;
+  received: Counter<'source'>;
+  rejected: Counter<'reason'>;
+}
+
+export interface QueueProbe {
+  counts: () => Promise<Record<string, number>>;
+  /** Enqueue time (ms) of the oldest waiting batch, undefined when none waits. */
+  oldestWaiting: () => Promise<number | undefined>;
+}
+
+export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): ApiMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const received = new Counter({ name: M.received, help: 'Samples accepted into the queue, by the uploader\'s declared source.', labelNames: ['source'] as const, registers: [registry] });
+  const rejected = new Counter({ name: M.rejected, help: 'Samples refused before checking, by reason (dump errors, unknown build id, oversized).', labelNames: ['reason'] as const, registers: [registry] });
+  // Pre-create the bounded label values so that rate() sees a zero before the first event.
+  for (const s of SOURCES) received.inc({ source: s }, 0);
+  for (const r of REJECT_REASONS) rejected.inc({ reason: r }, 0);
+  if (probe) {
+    new Gauge({
+      name: 'stacksanity_queue_oldest_waiting_seconds',
+      help: 'Age of the oldest batch waiting for a worker (0 when none waits): how far checking lags uploads.',
+      labelNames: ['queue'] as const,
+      registers: [registry],
+      async collect() {
+        try {
+          const t = await probe.oldestWaiting();
+          this.set({ queue: queueName }, t === undefined ? 0 : Math.max(0, (Date.now() - t) / 1000));
+        } catch {
+          // Redis down: keep the last value.
+        }
+      },
+    });
+    new Gauge({
+      name: M.queueJobs,
+      help: 'BullMQ jobs (sample batches) by queue and state.',
+      labelNames: ['queue', 'state'] as const,
+      registers: [registry],
+      async collect() {
+        try {
+          const counts = await probe.counts();
+          for (const [state, n] of Object.entries(counts)) this.set({ queue: queueName, state }, n);
+        } catch {
+          // Redis down: keep the last values rather than fail the whole scrape.
+        }
+      },
+    });
+  }
+  return { registry, received, rejected };
+}
+
+export function createProcessRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  return registry;
+}

@@ -1,0 +1,161 @@
+// The BullMQ queue of sample batches and the checker worker that drains it.
+import { Queue, Worker, UnrecoverableError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { createServer, type Server } from 'node:http';
+import type { ServiceConfig } from './config.ts';
+import { JOB_NAME, decodeBody, parseBatch, sampleIndices, type BatchJob, type BatchResult } from './job.ts';
+import { Keys } from './keys.ts';
+import { KernelStore } from './kernels.ts';
+import { SeriesTotals, createProcessRegistry } from './metrics.ts';
+import { connect, closeQuietly } from './redis.ts';
+import { TraceStore } from './trace-store.ts';
+import { checkBatch } from './check-batch.ts';
+
+export type BatchQueue = Queue<BatchJob, BatchResult, typeof JOB_NAME>;
+
+export function createQueue(cfg: ServiceConfig, connection: Redis): BatchQueue {
+  return new Queue<BatchJob, BatchResult, typeof JOB_NAME>(cfg.queueName, {
+    connection,
+    prefix: cfg.prefix,
+    // Bounded history: completed and failed jobs are evicted by count and age.
+    defaultJobOptions: {
+      attempts: cfg.jobAttempts,
+      backoff: { type: 'exponential', delay: 1000 },
+      removeOnComplete: { count: cfg.keepCompletedJobs, age: 24 * 3600 },
+      removeOnFail: { count: cfg.keepFailedJobs, age: 7 * 24 * 3600 },
+    },
+    streams: { events: { maxLen: 1000 } },
+  });
+}
+
+export function traceStore(cfg: ServiceConfig, redis: Redis, keys = new Keys(cfg.prefix)): TraceStore {
+  return new TraceStore(redis, keys, { traceMax: cfg.traceMax, traceMaxAgeSeconds: cfg.traceMaxAgeSeconds, idempotencySeconds: cfg.idempotencySeconds });
+}
+
+/** A pause at a named point of the processor, so tests can kill a worker mid-batch (STACKSANITY_FAULT=point:ms). */
+export interface Fault {
+  point: 'before-commit' | 'after-commit';
+  ms: number;
+}
+
+export function parseFault(s: string | undefined): Fault | undefined {
+  const m = s ? /^(before-commit|after-commit):(\d+)$/.exec(s) : null;
+  return m ? { point: m[1] as Fault['point'], ms: Number(m[2]) } : undefined;
+}
+
+export interface CheckerOptions {
+  fault?: Fault;
+  /** Serve this process's /metrics on this port (0: any free port; undefined: none). */
+  metricsPort?: number;
+  log?: (msg: string) => void;
+}
+
+export class CheckerWorker {
+  readonly keys: Keys;
+  readonly redis: Redis;
+  readonly store: TraceStore;
+  readonly kernels: KernelStore;
+  readonly totals = new SeriesTotals();
+  worker: Worker<BatchJob, BatchResult> | undefined;
+  private server: Server | undefined;
+  private readonly log: (msg: string) => void;
+  batches = 0;
+
+  constructor(private readonly cfg: ServiceConfig, private readonly opts: CheckerOptions = {}) {
+    this.keys = new Keys(cfg.prefix);
+    this.redis = connect(cfg.redisUrl, 'worker', 'stacksanity-worker');
+    this.redis.on('error', () => { /* reconnects by itself; readiness shows in the queue */ });
+    this.store = traceStore(cfg, this.redis, this.keys);
+    this.kernels = new KernelStore(this.redis, this.keys);
+    this.log = opts.log ?? (() => undefined);
+  }
+
+  async start(): Promise<void> {
+    const cfg = this.cfg;
+    this.worker = new Worker<BatchJob, BatchResult>(cfg.queueName, (job) => this.process(job), {
+      connection: this.redis,
+      prefix: cfg.prefix,
+      concurrency: cfg.concurrency,
+      lockDuration: cfg.lockDurationMs,
+      stalledInterval: cfg.stalledIntervalMs,
+      // A batch whose worker died is retried; twice is the ceiling before an operator looks at it.
+      maxStalledCount: 2,
+    });
+    this.worker.on('error', (e) => this.log(`worker error: ${e.message}`));
+    this.worker.on('failed', (job, e) => this.log(`batch ${job?.id ?? '?'} failed (attempt ${job?.attemptsMade ?? '?'}): ${e.message}`));
+    if (this.opts.metricsPort !== undefined) {
+      // A taken port must not stop the checking: the totals are on the API's /metrics anyway.
+      await this.serveMetrics(this.opts.metricsPort).catch((e: Error) => {
+        this.log(`cannot serve /metrics on port ${this.opts.metricsPort}: ${e.message}`);
+        this.server = undefined;
+      });
+    }
+  }
+
+  async process(job: Job<BatchJob, BatchResult>): Promise<BatchResult> {
+    const id = job.id!;
+    const data = job.data;
+    const body = await this.redis.getBuffer(this.keys.body(id));
+    if (!body) {
+      if (await this.store.isCommitted(id)) return { checked: 0, callchainOnly: 0, failing: 0, traces: 0, counted: false };
+      throw new UnrecoverableError(`the bytes of batch ${id} are gone (expired before a worker took it)`);
+    }
+    const parsed = parseBatch(decodeBody(body, this.cfg.maxSamplesDecoded), data.format, this.cfg.maxSamplesDecoded);
+    const cfg = this.cfg;
+    const checked = await checkBatch(id, data, parsed.samples, sampleIndices(parsed), {
+      profile: (b) => this.kernels.get(b),
+      passingRatio: cfg.tracePassingRatio,
+      maxTraces: Math.min(cfg.traceMax, 1000),
+      ...(cfg.hostLabel ? { hostLabel: async (h: string) => ((await this.store.hostLabelAllowed(h, cfg.hostLabelCap)) ? h : 'other') } : {}),
+    });
+    await this.pause('before-commit');
+    const counted = await this.store.commit(checked.write);
+    if (counted) this.totals.add(checked.write.metrics);
+    await this.pause('after-commit');
+    // Only after the commit: a retry of this job must still find its bytes if we die before here.
+    await this.redis.del(this.keys.body(id));
+    this.batches++;
+    return { ...checked.result, counted };
+  }
+
+  private async pause(point: Fault['point']): Promise<void> {
+    const f = this.opts.fault;
+    if (f && f.point === point) await new Promise((r) => setTimeout(r, f.ms));
+  }
+
+  private async serveMetrics(port: number): Promise<void> {
+    const registry = createProcessRegistry();
+    this.server = createServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end('not found\n');
+        return;
+      }
+      registry.metrics().then((text) => {
+        res.writeHead(200, { 'content-type': registry.contentType }).end(text + this.totals.render());
+      }, (e: Error) => res.writeHead(500).end(e.message));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, this.cfg.host, () => resolve());
+    });
+  }
+
+  get metricsAddress(): string | undefined {
+    const a = this.server?.address();
+    return a && typeof a === 'object' ? `http://${a.address}:${a.port}/metrics` : undefined;
+  }
+
+  /** Stops taking jobs, waits for the active ones (bounded), then closes the connections. */
+  async close(graceMs = 15000): Promise<void> {
+    if (this.worker) {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<'timeout'>((r) => { timer = setTimeout(() => r('timeout'), graceMs); });
+      const r = await Promise.race([this.worker.close().then(() => 'ok' as const), timedOut]);
+      clearTimeout(timer);
+      // Unfinished jobs keep their lock until it expires; the stall check then retries them.
+      if (r === 'timeout') await this.worker.close(true).catch(() => undefined);
+    }
+    if (this.server) await new Promise<void>((r) => this.server!.close(() => r()));
+    await closeQuietly(this.redis);
+  }
+}

@@ -1,0 +1,49 @@
+// ioredis connections, one per role, because the roles want opposite failure behaviour:
+// - producer (API): fail fast while Redis is down so that an upload gets 503 instead of hanging
+//   (enableOfflineQueue false, few retries);
+// - worker: wait out an outage (maxRetriesPerRequest null, as BullMQ requires for workers);
+// Each process closes the connections it made (BullMQ does not close a connection it was given).
+import { Redis, type RedisOptions } from 'ioredis';
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+export type RedisRole = 'producer' | 'worker';
+
+export function redisOptions(role: RedisRole): RedisOptions {
+  const common: RedisOptions = {
+    lazyConnect: false,
+    // Reconnect forever with a capped backoff: recovery must not need a restart.
+    retryStrategy: (times: number) => Math.min(200 * times, 2000),
+    connectTimeout: 2000,
+  };
+  return role === 'producer'
+    ? { ...common, enableOfflineQueue: false, maxRetriesPerRequest: 1 }
+    : { ...common, maxRetriesPerRequest: null, enableOfflineQueue: true };
+}
+
+export function connect(url: string | undefined, role: RedisRole, name: string): Redis {
+  return new Redis(url ?? DEFAULT_REDIS_URL, { ...redisOptions(role), connectionName: name });
+}
+
+/** Resolves once the connection is ready, or rejects after `ms`. */
+export function whenReady(r: Redis, ms = 5000): Promise<void> {
+  if (r.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = (): void => { cleanup(); resolve(); };
+    const timer = setTimeout(() => { cleanup(); reject(new Error(`Redis not ready after ${ms} ms (status ${r.status})`)); }, ms);
+    const cleanup = (): void => { clearTimeout(timer); r.off('ready', onReady); };
+    r.on('ready', onReady);
+  });
+}
+
+/** quit() with a bound: quit waits for a reply that never comes while Redis is down. */
+export async function closeQuietly(r: Redis, ms = 2000): Promise<void> {
+  if (r.status === 'end') return;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([r.quit().catch(() => undefined), new Promise((res) => { timer = setTimeout(res, ms); })]);
+  } finally {
+    if (timer) clearTimeout(timer);
+    r.disconnect();
+  }
+}
