@@ -137,7 +137,12 @@ export class BatchTally {
 /** Renders series fields (from a worker's totals or the Redis hash) as Prometheus text. */
 export function renderSeries(fields: Iterable<[string, number | string]>): string {
   const byMetric = new Map<string, string[]>();
-  for (const [k, v] of fields) {
+  // Counters whose label values form a closed set start at 0, so that "never happened" reads as 0
+  // rather than as a missing series (rules and dashboards can then rely on the series existing).
+  const all: [string, number | string][] = [...fields];
+  const seen = new Set(all.map(([k]) => k));
+  for (const k of ZERO_SERIES) if (!seen.has(k)) all.push([k, 0]);
+  for (const [k, v] of all) {
     const name = metricOf(k);
     if (!HELP[name]) continue;
     let lines = byMetric.get(name);
@@ -156,6 +161,13 @@ export function renderSeries(fields: Iterable<[string, number | string]>): strin
   }
   return out.length ? out.join('\n') + '\n' : '';
 }
+
+/** Pairs are named in STRATEGIES order, as the checker reports disagreements. */
+const ENTRY_AWARE: readonly StrategyName[] = ['kernel_entry', 'section', 'encoded_fp', 'orc'];
+const ZERO_SERIES: readonly string[] = [
+  ...TALLY_STRATEGIES.map((s) => `${M.falseReliable}{strategy="${s}"}`),
+  ...ENTRY_AWARE.flatMap((a, i) => ENTRY_AWARE.slice(i + 1).map((b) => `${M.disagreements}{strategies="${a},${b}"}`)),
+];
 
 function metricOf(field: string): string {
   const brace = field.indexOf('{');
