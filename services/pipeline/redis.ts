@@ -3,7 +3,7 @@
 //   (enableOfflineQueue false, few retries);
 // - worker: wait out an outage (maxRetriesPerRequest null, as BullMQ requires for workers);
 // Each process closes the connections it made (BullMQ does not close a connection it was given).
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -21,7 +21,34 @@ export function redisOptions(role: RedisRole): RedisOptions {
     : { ...common, maxRetriesPerRequest: null, enableOfflineQueue: true };
 }
 
+/**
+ * REDIS_URL=redis-cluster://host:port[,host:port...] selects Redis Cluster: the seed nodes; the
+ * client discovers the rest. Every key carries the hash-tagged prefix, so each of BullMQ's and the
+ * trace store's multi-key scripts stays within one slot.
+ */
+export const CLUSTER_SCHEME = 'redis-cluster://';
+
+export function clusterNodes(url: string): { host: string; port: number }[] | undefined {
+  if (!url.startsWith(CLUSTER_SCHEME)) return undefined;
+  return url.slice(CLUSTER_SCHEME.length).replace(/\/.*$/, '').split(',').filter(Boolean).map((hp) => {
+    const i = hp.lastIndexOf(':');
+    return { host: i < 0 ? hp : hp.slice(0, i), port: i < 0 ? 6379 : Number(hp.slice(i + 1)) };
+  });
+}
+
 export function connect(url: string | undefined, role: RedisRole, name: string): Redis {
+  const nodes = clusterNodes(url ?? '');
+  if (nodes) {
+    const opts = redisOptions(role);
+    const cluster = new Cluster(nodes, {
+      redisOptions: { ...opts, connectionName: name },
+      enableOfflineQueue: opts.enableOfflineQueue ?? true,
+      clusterRetryStrategy: (times: number) => Math.min(200 * times, 2000),
+    });
+    // ioredis's Cluster speaks the same commands as Redis (and BullMQ takes either); the service
+    // only uses that common surface, so it is handed around under one type.
+    return cluster as unknown as Redis;
+  }
   return new Redis(url ?? DEFAULT_REDIS_URL, { ...redisOptions(role), connectionName: name });
 }
 
