@@ -19,24 +19,11 @@ import { STRATEGIES } from '../services/core/unwind/types.ts';
 import type { Sample } from '../services/core/dump/sample.ts';
 import { Machine } from '../test/support/stack-image.ts';
 import { ENCODED, deviceIrq, syscallToVfsRead } from '../test/core/unwind/fixtures.ts';
+import { timeIt } from './timing.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const corpus = resolve(here, '../../shared/corpus');
 
-function timeIt(minMs: number, fn: () => number): { perSec: number; units: number; ms: number } {
-  // Warm up so the figure is the optimised code's, then run for at least minMs.
-  const warmEnd = performance.now() + minMs / 4;
-  while (performance.now() < warmEnd) fn();
-  let units = 0;
-  const t0 = performance.now();
-  let t = t0;
-  while (t - t0 < minMs) {
-    units += fn();
-    t = performance.now();
-  }
-  const ms = t - t0;
-  return { perSec: (units / ms) * 1000, units, ms };
-}
 
 /** ~20 frames: read(2) down to a deep seq_file chain, interrupted by a device IRQ handled on the IRQ stack. */
 function benchSample(): Sample {

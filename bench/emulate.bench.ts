@@ -15,19 +15,8 @@ import { checkSample } from '../services/core/check/checker.ts';
 import { sweepKernel } from '../services/cli/sweep.ts';
 import type { StrategyName } from '../services/core/unwind/types.ts';
 import type { Sample } from '../services/core/dump/sample.ts';
+import { timeIt } from './timing.ts';
 
-function timeIt(minMs: number, fn: () => number): { perSec: number; units: number } {
-  const warmEnd = performance.now() + minMs / 4;
-  while (performance.now() < warmEnd) fn();
-  let units = 0;
-  const t0 = performance.now();
-  let t = t0;
-  while (t - t0 < minMs) {
-    units += fn();
-    t = performance.now();
-  }
-  return { perSec: (units / (t - t0)) * 1000, units };
-}
 
 const ms = Number(process.env.BENCH_MS ?? 3000);
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
