@@ -10,7 +10,13 @@
 //     user mode (the kernel stops at user pt_regs), a valid bottom;
 //   - the chain ends at a valid bottom (user mode, ret_from_fork, the idle loop's start), or it is
 //     truncated: at perf's 127-frame cap (depth_limit) or anywhere else (did_not_reach_end);
-//   - the host unwinder's own warnings (kernel logs) are its failures (bad_frame_pointer).
+//   - the host unwinder's own warnings (kernel logs) are its failures (bad_frame_pointer);
+//   - with a profile, a return into the entry section (an interrupt or exception stub, not the
+//     syscall or fork bottom) is followed by the interrupted function — a kernel text address
+//     outside the entry section — or ends the kernel part with user frames after it; otherwise the
+//     unwinder lost the interrupted frame (missing_interrupted_frame).
+// `? ` entries of kernel logs (flag `unreliable`) are what the unwinder did not use: every check
+// reads the chain without them.
 // Garbage addresses (zero, all-ones, non-canonical) are already flagged on every entry
 // (callchain-flags.ts); inside the kernel part they are non-text frames.
 import type { CallchainEntry, Sample } from '../core/dump/sample.ts';
@@ -50,6 +56,17 @@ export interface HostChainContext {
   endsInUserRegs?: boolean;
   /** The host unwinder's own warnings printed with this trace. */
   hostWarnings?: string[];
+  /**
+   * Indices into sample.callchain of entries after which a kernel log printed kernel-mode pt_regs
+   * (show_regs_if_on_stack): the interrupted function is that `RIP:` line, not a frame — the log
+   * skips `&regs->ip` — so the entry boundary there is not missing it.
+   */
+  regsAfter?: number[];
+  /**
+   * The source shows no user-mode pt_regs (v4.x kernel logs, `[<addr>]` style, print none): a
+   * kernel part ending at an entry stub may be an interrupt from user mode, and is not judged.
+   */
+  userRegsUnprinted?: boolean;
 }
 
 const SYSCALL_ENTRIES = /^(entry_SYSCALL_64(_after_hwframe|_after_swapgs|_fastpath|_safe_stack)?|int_ret_from_sys_call|sysenter_flags_fixed|sysenter_do_call|entry_SYSCALL_compat|entry_SYSENTER_(compat|32)|entry_INT80_(compat|32)|system_call(_fastpath)?|ia32_sysenter_target|ia32_syscall|ia32_cstar_target|sysenter_dispatch|cstar_dispatch)$/;
@@ -105,13 +122,17 @@ function entryKind(name: string | undefined, inEntrySection: boolean): EntryKind
  * chain says nothing about the kernel's unwinder).
  */
 export function checkHostCallchain(sample: Sample, profile?: KernelProfile, ctx: HostChainContext = {}): HostChainCheck | undefined {
-  const chain = sample.callchain ?? [];
+  const all = sample.callchain ?? [];
+  // The host's unwind is the chain without its `? ` entries; `at` maps back to sample.callchain.
+  const at: number[] = [];
+  for (let i = 0; i < all.length; i++) if (!all[i]!.flags.includes('unreliable')) at.push(i);
+  const chain = at.length === all.length ? all : at.map((i) => all[i]!);
   let k = 0;
   while (k < chain.length && isKernelEntry(chain[k]!)) k++;
   if (k === 0) return undefined;
   const out: HostChainCheck = { verdict: 'consistent', kernelFrames: k, userFrames: chain.length - k, unresolved: 0, bottom: 'none', findings: [] };
   const find = (index: number, reason: Reason, message: string): void => {
-    out.findings.push({ index, reason, message });
+    out.findings.push({ index: index >= 0 ? at[index]! : index, reason, message });
   };
   // perf prints [unknown] for every kernel frame when it could not read kallsyms (kptr_restrict);
   // only an [unknown] among resolved kernel frames is a frame outside all known text.
@@ -149,6 +170,7 @@ export function checkHostCallchain(sample: Sample, profile?: KernelProfile, ctx:
       find(i + 1, 'extra_frame', `${kind === 'syscall' ? 'a syscall entry' : 'ret_from_fork'} (frame ${i}) is followed by ${k - 1 - i} more kernel frame(s): nothing lies below it`);
     }
   }
+  if (profile) interruptedFrames(chain, k, at, profile, out.userFrames > 0 || ctx.endsInUserRegs === true || ctx.userRegsUnprinted === true, new Set(ctx.regsAfter), find);
   const last = chain[k - 1]!;
   const lastKind = entryKind(nameOf(last, profile, k > 1), profile !== undefined && isKernelAddr(last.addr) && k > 1 && profile.inEntrySectionS(signedFromBig(last.addr) - 1));
   const lastName = nameOf(last, profile, k > 1);
@@ -170,6 +192,7 @@ export function checkHostCallchain(sample: Sample, profile?: KernelProfile, ctx:
     first('bad_frame_pointer') ? (['error', 'bad_frame_pointer'] as const)
     : first('non_text_return_address') ? (['extra_frames', 'non_text_return_address'] as const)
     : first('extra_frame') ? (['extra_frames', 'extra_frame'] as const)
+    : first('missing_interrupted_frame') ? (['missing_frames', 'missing_interrupted_frame'] as const)
     : first('depth_limit') ? (['truncated', 'depth_limit'] as const)
     : first('did_not_reach_end') ? (['truncated', 'did_not_reach_end'] as const)
     : undefined;
@@ -178,6 +201,46 @@ export function checkHostCallchain(sample: Sample, profile?: KernelProfile, ctx:
     out.reason = pick[1];
   }
   return out;
+}
+
+/**
+ * After a return into the entry section comes the interrupted function: the stub's pt_regs hold
+ * its ip, and both the ORC and the frame-pointer unwinder report `regs->ip` next (the exact ip,
+ * looked up as is, not at addr - 1). Without stack memory an interrupted ip cannot be told from a
+ * return address, and need not be: whatever it is, it must be kernel text outside the entry
+ * section. A stub that ends the kernel part is an interrupt from user mode when user frames (or
+ * user pt_regs) follow. Anything else — the chain ends, garbage or [unknown] outside text, another
+ * entry-section address — means the unwinder lost the interrupted frame.
+ */
+function interruptedFrames(
+  chain: readonly CallchainEntry[], k: number, at: readonly number[], profile: KernelProfile, userAfter: boolean,
+  regsAfter: ReadonlySet<number>, find: (index: number, reason: Reason, message: string) => void,
+): void {
+  // i = 0 is the sampled ip: inside a stub it is no return into one.
+  for (let i = 1; i < k; i++) {
+    const e = chain[i]!;
+    if (!isKernelAddr(e.addr) || e.flags.includes('no_address')) continue;
+    const s = signedFromBig(e.addr);
+    if (!profile.inEntrySectionS(s - 1)) continue;
+    const name = nameOf(e, profile, true);
+    const kind = entryKind(name, true);
+    if (kind === 'syscall' || kind === 'fork') continue;
+    const stub = name ?? e.addr.toString(16);
+    // A kernel log prints the interrupted function as the RIP: line of the regs after the stub.
+    if (regsAfter.has(at[i]!)) continue;
+    if (i === k - 1) {
+      if (!userAfter) find(i, 'missing_interrupted_frame', `the chain ends at the entry stub ${stub} (frame ${i}): neither the interrupted kernel function nor user frames follow`);
+      continue;
+    }
+    const next = chain[i + 1]!;
+    // A log frame printed without an address cannot be placed: not judged.
+    if (next.flags.includes('no_address')) continue;
+    const garbage = next.flags.includes('zero') || next.flags.includes('non_canonical') || next.flags.includes('all_ones');
+    const ns = garbage || !isKernelAddr(next.addr) ? undefined : signedFromBig(next.addr);
+    if (ns !== undefined && profile.isTextS(ns) && !profile.inEntrySectionS(ns)) continue;
+    const what = ns === undefined ? 'no kernel address' : !profile.isTextS(ns) ? 'not kernel text' : 'another entry-section address';
+    find(i + 1, 'missing_interrupted_frame', `the entry stub ${stub} (frame ${i}) is followed by ${next.addr.toString(16)}${next.sym ? ` ${next.sym}` : ''}, ${what}: the interrupted function is missing`);
+  }
 }
 
 /** Tallies of host callchain checks over many samples (the CLI prints them; workers can export them). */

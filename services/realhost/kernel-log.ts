@@ -400,10 +400,12 @@ export function parseKernelLog(text: string): KernelLogResult {
 }
 
 /**
- * One sample per trace: the reliable frames as the host callchain (leaf first, as printed). A
- * frame's address is the one the kernel printed (old kernels), else its symbol's address plus the
- * offset when a profile of that kernel is given, else 0 — with no `zero` flag, which means perf's
- * chain terminator: the address is unknown, the symbol is what was printed.
+ * One sample per trace: its frames as the host callchain, leaf first, as printed. `? ` entries stay
+ * in place, flagged `unreliable` (text addresses the unwinder found on the stack but did not use:
+ * consumers that take the chain as the host's unwind skip them); syzkaller's `[inline]` lines are
+ * no frames of the unwinder and are left out. A frame's address is the one the kernel printed (old
+ * kernels), else its symbol's address plus the offset when a profile of that kernel is given, else
+ * 0 flagged `no_address` (not `zero`, which is perf's chain terminator).
  */
 export function kernelLogSamples(r: KernelLogResult, opts: { file?: string; profile?: KernelProfile } = {}): Sample[] {
   const byName = opts.profile ? nameIndex(opts.profile) : undefined;
@@ -414,7 +416,7 @@ export function kernelLogSamples(r: KernelLogResult, opts: { file?: string; prof
     if (t.cpu !== undefined) s.cpu = t.cpu;
     if (t.time !== undefined) s.time = t.time;
     if (t.regs && Object.keys(t.regs.regs).length > 0) s.regs = { ...t.regs.regs };
-    s.callchain = t.frames.filter((f) => f.reliable && !f.inline).map((f) => logFrameEntry(f, byName));
+    s.callchain = t.frames.filter((f) => !f.inline).map((f) => logFrameEntry(f, byName));
     s.source = { file: opts.file ?? '<log>', line: t.line };
     return s;
   });
@@ -430,7 +432,11 @@ export function logFrameEntry(f: LogFrame, byName?: Map<string, bigint>): Callch
   const e: CallchainEntry = { addr: addr ?? 0n, flags: [] };
   if (sym !== undefined) e.sym = sym;
   e.dso = f.module !== undefined ? `[${f.module}]` : '[kernel.kallsyms]';
-  e.flags = addr !== undefined ? callchainFlags(addr, sym) : callchainFlags(0n, sym).filter((x) => x !== 'zero');
+  const flags = addr !== undefined ? callchainFlags(addr, sym) : callchainFlags(0n, sym).filter((x) => x !== 'zero');
+  // CALLCHAIN_FLAGS order: the computed flags, then unreliable, then no_address.
+  if (!f.reliable) flags.push('unreliable');
+  if (addr === undefined) flags.push('no_address');
+  e.flags = flags;
   return e;
 }
 
@@ -446,16 +452,30 @@ function nameIndex(p: KernelProfile): Map<string, bigint> {
 
 /**
  * What a trace says beyond its frames, for checkHostCallchain: whether it ended at user-mode
- * pt_regs (a "RIP: 0033:..." block after the last frame), and the unwinder's warnings.
+ * pt_regs (a "RIP: 0033:..." block after the last frame) or is of a kernel that prints none (v4.x),
+ * after which frames it printed kernel-mode pt_regs (their RIP: line is the interrupted function,
+ * which the log does not repeat as a frame), and the unwinder's warnings.
  */
 export function kernelLogContext(t: KernelLogTrace): HostChainContext {
-  const used = t.frames.filter((f) => f.reliable && !f.inline);
+  // The frames in the order of the sample's callchain (kernelLogSamples drops [inline] lines only).
+  const frames = t.frames.filter((f) => !f.inline);
+  const used = frames.filter((f) => f.reliable);
   const lastLine = used.length > 0 ? used[used.length - 1]!.line : t.line;
   const ctx: HostChainContext = {};
   for (const r of t.entryRegs) {
     const cs = r.ripText !== undefined ? /^([0-9a-f]{4}):/.exec(r.ripText) : null;
-    if (cs !== null && (parseInt(cs[1]!, 16) & 3) !== 0 && r.line > lastLine) ctx.endsInUserRegs = true;
+    if (cs === null) continue;
+    if ((parseInt(cs[1]!, 16) & 3) !== 0) {
+      if (r.line > lastLine) ctx.endsInUserRegs = true;
+      continue;
+    }
+    // show_regs_if_on_stack prints the regs right after the reliable frame the unwinder left.
+    let after = -1;
+    for (let i = 0; i < frames.length && frames[i]!.line < r.line; i++) if (frames[i]!.reliable) after = i;
+    if (after >= 0) (ctx.regsAfter ??= []).push(after);
   }
+  // Old kernels print the "[<addr>]" column and no pt_regs for an interrupt from user mode.
+  if (!ctx.endsInUserRegs && frames.some((f) => f.addr !== undefined && f.name !== '')) ctx.userRegsUnprinted = true;
   if (t.warnings.length > 0) ctx.hostWarnings = t.warnings.map((w) => w.message);
   return ctx;
 }

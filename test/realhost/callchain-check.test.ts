@@ -75,11 +75,59 @@ describe('host callchain checks', () => {
   it('the idle loop\'s start and an interrupt entry from user mode are valid bottoms', () => {
     const idle = sample([K('ffffffff81000501', 'native_safe_halt+0x1'), K('ffffffff81000610', 'cpu_startup_entry+0x10'), K('ffffffff81000710', 'start_secondary+0x10')], 'swapper 0/0 [001] 1.000000: 1 cycles:');
     assert.equal(checkHostCallchain(idle, profile)!.bottom, 'idle');
-    // The stub's return address is in .entry.text: the interrupted context was user mode.
-    const irq = sample([K('ffffffff81000810', 'handle_irq+0x10'), 'ffffffff81e00210 [unknown] ([kernel.kallsyms])']);
+    // The stub's return address is in .entry.text and user frames follow: the interrupted context
+    // was user mode.
+    const irq = sample([K('ffffffff81000810', 'handle_irq+0x10'), 'ffffffff81e00210 [unknown] ([kernel.kallsyms])', '7f0000001000 main (/bin/cat)']);
     const c = checkHostCallchain(irq, profile)!;
     assert.equal(c.bottom, 'user');
     assert.equal(c.verdict, 'extra_frames'); // ...but [unknown] among resolved frames is still flagged
+  });
+  describe('an entry boundary is followed by the interrupted function', () => {
+    // asm_sysvec_apic_timer_interrupt lies in .entry.text (ffffffff81e00200..300) in this kernel;
+    // +0x10 is the return address its call to the C handler pushed.
+    const STUB = K('ffffffff81e00210', 'asm_sysvec_apic_timer_interrupt+0x10');
+    const HANDLER = K('ffffffff81000810', 'handle_irq+0x10');
+    const USER = '7f0000001000 read (/lib/libc.so)';
+    const verdict = (frames: string[], p: KernelProfile | null = profile) => {
+      const c = checkHostCallchain(sample(frames), p ?? undefined)!;
+      return [c.verdict, c.reason, c.findings.filter((f) => f.reason === 'missing_interrupted_frame').map((f) => f.index)];
+    };
+    it('a kernel function after the stub (the interrupted ip, then its callers) is consistent', () => {
+      // vfs_read+0x10 is the interrupted ip (regs->ip), not a return address.
+      assert.deepEqual(verdict([HANDLER, STUB, K('ffffffff81000110', 'vfs_read+0x10'), K('ffffffff81000220', 'ksys_read+0x20'), K('ffffffff81000030', 'do_syscall_64+0x30'), K('ffffffff81e00040', 'entry_SYSCALL_64+0x40'), USER]), ['consistent', undefined, []]);
+      // An interrupted ip at a function's first byte: addr - 1 would be the previous function.
+      assert.deepEqual(verdict([HANDLER, STUB, K('ffffffff81000400', 'worker_thread'), K('ffffffff81000320', 'kthread+0x20'), K('ffffffff81e00110', 'ret_from_fork+0x10')]), ['consistent', undefined, []]);
+    });
+    it('the stub ending the kernel part is an interrupt from user mode only when user frames follow', () => {
+      assert.deepEqual(verdict([HANDLER, STUB, USER]), ['consistent', undefined, []]);
+      assert.deepEqual(verdict([HANDLER, STUB]), ['missing_frames', 'missing_interrupted_frame', [1]]);
+    });
+    it('another entry-section address, garbage or non-text after the stub: the interrupted frame is missing', () => {
+      assert.deepEqual(verdict([HANDLER, STUB, K('ffffffff81e00040', 'entry_SYSCALL_64+0x40'), USER]), ['missing_frames', 'missing_interrupted_frame', [2]]);
+      assert.deepEqual(verdict([HANDLER, STUB, STUB, K('ffffffff81000110', 'vfs_read+0x10'), K('ffffffff81e00040', 'entry_SYSCALL_64+0x40')]), ['missing_frames', 'missing_interrupted_frame', [2]]);
+      // Garbage and non-text are also not text (the graver verdict), and the frame is still missing.
+      assert.deepEqual(verdict([HANDLER, STUB, '0 [unknown] ([kernel.kallsyms])', USER]), ['extra_frames', 'non_text_return_address', [2]]);
+      assert.deepEqual(verdict([HANDLER, STUB, K('ffffffff82000010', 'jiffies+0x10'), USER]), ['extra_frames', 'non_text_return_address', [2]]);
+    });
+    it('syscall and fork entries, the sampled ip in a stub, and chains without a profile are not judged', () => {
+      // entry_SYSCALL_64 and ret_from_fork are bottoms, with nothing interrupted above them.
+      assert.deepEqual(verdict([K('ffffffff81000110', 'vfs_read+0x10'), K('ffffffff81e00040', 'entry_SYSCALL_64+0x40'), USER]), ['consistent', undefined, []]);
+      // Frame 0 is the sampled ip: inside the stub it is no return into it.
+      assert.deepEqual(verdict([STUB, USER]), ['consistent', undefined, []]);
+      assert.deepEqual(verdict([HANDLER, STUB], null), ['consistent', undefined, []]);
+    });
+    it('"? " entries are skipped, and findings name the entry\'s index in the whole chain', () => {
+      // A kernel log's chain: the stale stack word between the stub and the interrupted function is
+      // what the unwinder did not use.
+      const s = sample([HANDLER, STUB, K('ffffffff81e00040', 'entry_SYSCALL_64+0x40'), '.flags 2 unreliable', K('ffffffff81000110', 'vfs_read+0x10'), K('ffffffff81e00040', 'entry_SYSCALL_64+0x40'), USER]);
+      assert.deepEqual(s.callchain![2]!.flags, ['unreliable']);
+      const c = checkHostCallchain(s, profile)!;
+      assert.deepEqual([c.verdict, c.kernelFrames, c.findings], ['consistent', 4, []]);
+      const cut = sample([HANDLER, STUB, K('ffffffff81000990', 'handle_irq+0x190'), '.flags 2 unreliable']);
+      assert.deepEqual(checkHostCallchain(cut, profile)!.findings.map((f) => [f.index, f.reason]), [[1, 'missing_interrupted_frame']]);
+      const tail = sample([K('ffffffff81000110', 'vfs_read+0x10'), K('ffffffff81000990', 'handle_irq+0x190'), '.flags 1 unreliable', K('ffffffff81000220', 'ksys_read+0x20')]);
+      assert.deepEqual(checkHostCallchain(tail, profile)!.findings.map((f) => [f.index, f.reason]), [[2, 'did_not_reach_end']]);
+    });
   });
   it('a zero or non-canonical address inside the kernel part is not text', () => {
     const s = sample([K('ffffffff81000110', 'vfs_read+0x10'), '0 [unknown] ([kernel.kallsyms])', K('ffffffff81e00040', 'entry_SYSCALL_64+0x40')]);

@@ -159,3 +159,12 @@ describe('collapse: fuzz', { skip }, () => {
     assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
   });
 });
+
+describe('collapse: text that is not latin1', () => {
+  it('chars past 0xff (a UTF-16 string) stay distinct frames, though the scanner reads them as one byte', () => {
+    // Ā (U+0100) and ā (U+0101) both read as 0xff in the frame table's bytes; the keys must still
+    // differ. Two samples, one frame each, by the Perl rules: comm;func count.
+    const got = collapsePerfScript('cc 1 x:\n\t1 f\u0100 (m)\n\ncc 1 x:\n\t1 f\u0101 (m)\n\ncc 1 x:\n\t1 f\u0100 (m)\n\n').text;
+    assert.equal(got, 'cc;f\u0100 2\ncc;f\u0101 1\n');
+  });
+});

@@ -65,7 +65,8 @@ export function referenceOf(sample: Sample): Ref {
       entries: sample.truth.frames.map((f) => (f.entry !== undefined && isEntryType(f.entry) ? f.entry : f.kind === 'regs' ? 'unknown' : undefined)),
     };
   }
-  const chain = sample.callchain?.filter((c) => (c.addr >> 63n) === 1n && c.flags.every((f) => f !== 'all_ones' && f !== 'zero' && f !== 'non_canonical'));
+  // `unreliable` entries (a kernel log's "? " lines) are stack words the host's unwinder skipped.
+  const chain = sample.callchain?.filter((c) => (c.addr >> 63n) === 1n && c.flags.every((f) => f !== 'all_ones' && f !== 'zero' && f !== 'non_canonical' && f !== 'unreliable'));
   if (chain && chain.length > 0) {
     return { kind: 'host', frames: chain.map((c) => ({ ipS: signedFromBig(c.addr), kind: 'call', tolerated: false })), entries: chain.map(() => undefined) };
   }

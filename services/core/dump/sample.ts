@@ -29,6 +29,10 @@ export const CALLCHAIN_FLAGS = [
   'non_canonical', // not a canonical x86-64 address: stack data misread as a return address
   'absurd_offset', // symbol offset over 1 MiB: resolved against the wrong base
   'section_marker', // symbol is a section marker aliasing a function
+  // The two below describe how the host reported the entry, not its address, so no codec computes
+  // them: they are carried as given (the text form writes them with `.flags i`).
+  'unreliable', // a kernel log's "? " entry: a text address found on the stack that the unwinder did not use
+  'no_address', // printed without an address (a log's `func+0x12/0x40` only): addr is a placeholder 0
 ] as const;
 export type CallchainFlag = (typeof CALLCHAIN_FLAGS)[number];
 

@@ -125,6 +125,17 @@ describe('round trip (property)', () => {
 });
 
 describe('hand-written samples', () => {
+  test('a kernel log sample: a "? " entry and a frame printed without an address keep their flags', () => {
+    const text = '{"trigger":"log","stacks":[],"callchain":[' +
+      '{"addr":"0","sym":"foo+0x12/0x40","dso":"[kernel.kallsyms]","flags":["no_address"]},' +
+      '{"addr":"0","sym":"bar+0x5/0x20","dso":"[kernel.kallsyms]","flags":["unreliable","no_address"]},' +
+      '{"addr":"ffffffff81002000","sym":"baz+0x1/0x10","dso":"[kernel.kallsyms]","flags":["unreliable"]}]}';
+    assert.ok(validateOne(JSON.parse(text)), JSON.stringify(validateOne.errors));
+    const r = parseJsonDump(text);
+    assert.deepEqual(r.rejected, []);
+    assert.deepEqual(r.samples[0]!.callchain!.map((e) => e.flags), [['no_address'], ['unreliable', 'no_address'], ['unreliable']]);
+    assert.deepStrictEqual(parseJsonDump(formatNdjson(r.samples)).samples, r.samples);
+  });
   test('a minimal sample', () => {
     assert.deepStrictEqual(parseJsonDump('{"trigger":"nmi","stacks":[]}'), { samples: [{ trigger: 'nmi', stacks: [] }], rejected: [] });
     assert.deepStrictEqual(sampleToJson({ trigger: 'nmi', stacks: [] }), { trigger: 'nmi', stacks: [] });

@@ -376,6 +376,27 @@ describe('stacksanity extension lines', () => {
     assert.deepEqual(s.callchain, [entry(0xffffffff81000000n, 'a (b)', undefined, ['zero', 'zero'])]);
   });
 
+  it('unreliable and no_address survive a round trip: no codec computes them, so they are written as .flags', () => {
+    // A kernel log's "? " entry with a known address, and a log frame printed as func+off/size only.
+    const s: Sample = {
+      trigger: 'log', stacks: [],
+      callchain: [
+        entry(0xffffffff81001000n, 'do_one+0x10/0x40', '[kernel.kallsyms]'),
+        entry(0xffffffff81002000n, 'stale_fn+0x5/0x20', '[kernel.kallsyms]', ['unreliable']),
+        entry(0n, 'bar+0x12/0x40', '[kernel.kallsyms]', ['unreliable', 'no_address']),
+      ],
+    };
+    const text = formatTextSample(s);
+    // Entry 0's flags are what the parser computes; 1 and 2 need overrides (2 would read as `zero`).
+    assert.ok(!text.includes('.flags 0'));
+    assert.ok(text.includes('\t.flags 1 unreliable\n'));
+    assert.ok(text.includes('\t.flags 2 unreliable,no_address\n'));
+    assert.deepEqual(plain(parseTextDump(text).samples), [s]);
+    // Read by hand: the same entries as a dump someone wrote.
+    const r = one('k log:\n\tffffffff81002000 stale_fn+0x5/0x20 ([kernel.kallsyms])\n\t.flags 0 unreliable\n\t               0 bar+0x12/0x40 ([kernel.kallsyms])\n\t.flags 1 no_address\n');
+    assert.deepEqual(r.callchain!.map((e) => e.flags), [['unreliable'], ['no_address']]);
+  });
+
   it('the writer uses overrides only where the perf form is not exact', () => {
     const s: Sample = { comm: ' lead', pid: 3, trigger: 'timer', stacks: [], callchain: [entry(1n, '', 'd', ['non_canonical'])] };
     assert.equal(
