@@ -45,6 +45,17 @@ function rssOf(pid: number): number {
   }
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of 10 ms). */
+function cpuOf(pid: number): number {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 function childrenOf(pid: number): number[] {
   try {
     return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
@@ -106,7 +117,9 @@ async function main(): Promise<void> {
 
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
-    serve = spawn(process.execPath, [join(ROOT, 'bin', 'stacksanity.js'), 'serve', '--no-feeder'], {
+    // BENCH_SERVE_NODE_ARGS: Node flags for the serve (API) process, e.g. --cpu-prof to profile it.
+    const serveArgs = (process.env.BENCH_SERVE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    serve = spawn(process.execPath, [...serveArgs, join(ROOT, 'bin', 'stacksanity.js'), 'serve', '--no-feeder'], {
       env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redisServer.url, STACKSANITY_PREFIX: PREFIX, STACKSANITY_TOKENS: `bench:${TOKEN}`, STACKSANITY_RATE_LIMIT: '1000000', LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -164,6 +177,18 @@ async function main(): Promise<void> {
       pending.set(j.job, { t0, phase });
     };
 
+    // CPU per process over phase 1: where the service's time goes, per committed sample. The
+    // bench's own CPU (HTTP client, completion watcher) is shown apart; the batches were
+    // generated before the clock started, so the emulator's CPU is not in the figures.
+    const cmdOf = (pid: number): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
+    const procs = (): [string, number][] => [
+      ['API (serve)', serve!.pid!],
+      ...childrenOf(serve!.pid!).filter((p) => cmdOf(p).includes('workers/checker')).map((p, i) => [`worker ${i + 1}`, p] as [string, number]),
+      ['redis-server', redisServer.child.pid!],
+    ];
+    const cpuBefore = new Map(procs().map(([, p]) => [p, cpuOf(p)]));
+    const selfBefore = process.cpuUsage();
+
     // Phase 1: saturation, closed loop with INFLIGHT batches between upload and verdict.
     const sat: Phase = { name: 'saturated', uploaded: 0, committed: 0, seconds: 0, latencies: [], rejected: 0 };
     log(`phase 1: saturated, ${INFLIGHT} batches in flight, ${SECONDS} s...`);
@@ -177,6 +202,9 @@ async function main(): Promise<void> {
     }));
     const committedAtEnd = sat.committed;
     sat.seconds = (performance.now() - t1) / 1000;
+    const cpuUsed = procs().map(([name, p]) => [name, cpuOf(p) - (cpuBefore.get(p) ?? 0)] as [string, number]);
+    const self = process.cpuUsage(selfBefore);
+    cpuUsed.push(['bench client (not the service)', (self.user + self.system) / 1e6]);
     while ([...pending.values()].some((e) => e.phase === sat)) await sleep(20);
     sat.committed = committedAtEnd;
 
@@ -206,6 +234,7 @@ async function main(): Promise<void> {
     const mb = (b: number): string => `${(b / 1048576).toFixed(0)} MB`;
 
     const cpu = cpus();
+    const svcCpu = cpuUsed.filter(([n]) => !n.startsWith('bench')).reduce((a, [, c]) => a + c, 0);
     const lines = [
       `machine: ${cpu.length} × ${cpu[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, load ${execFileSync('cat', ['/proc/loadavg']).toString().split(' ').slice(0, 3).join(' ')}`,
       `input: ${source.kind}; ${BATCH} samples per upload (gzip), ${INFLIGHT} batches in flight in phase 1`,
@@ -221,6 +250,14 @@ async function main(): Promise<void> {
       ...workerPids.map((p, i) => `| peak RSS: worker ${i + 1} | ${mb(peakRss.get(p) ?? 0)} |`),
       `| Redis used_memory now / peak | ${mb(mem('used_memory'))} / ${mb(mem('used_memory_peak'))} |`,
       `| samples rejected by the API | ${sat.rejected + paced.rejected} |`,
+      '',
+      `CPU in the saturated phase (${sat.seconds.toFixed(1)} s wall, ${committedAtEnd} samples committed), from /proc/<pid>/stat:`,
+      '',
+      '| process | CPU s | cores busy | µs CPU per committed sample |',
+      '|---|---:|---:|---:|',
+      ...cpuUsed.map(([n, c]) => `| ${n} | ${c.toFixed(2)} | ${(c / sat.seconds).toFixed(2)} | ${(c * 1e6 / Math.max(1, committedAtEnd)).toFixed(1)} |`),
+      `| service total (API + workers + Redis) | ${svcCpu.toFixed(2)} | ${(svcCpu / sat.seconds).toFixed(2)} | ${(svcCpu * 1e6 / Math.max(1, committedAtEnd)).toFixed(1)} |`,
+      `| ceiling on ${cpu.length} cores at that cost (all cores to the service) | | | ${(cpu.length / (svcCpu / Math.max(1, committedAtEnd))).toFixed(0)} samples/s |`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

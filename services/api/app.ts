@@ -6,9 +6,9 @@ import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
 import { DumpError, type Rejection } from '../core/dump/errors.ts';
-import { hasFullState } from '../core/dump/sample.ts';
 import type { ServiceConfig } from '../pipeline/config.ts';
-import { JOB_NAME, decodeBody, jobIdFor, parseBatch, sampleIndices, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
+import { OrcFormatError } from '../core/unwind/orc-table.ts';
+import { JOB_NAME, decodeBody, gunzipBody, jobIdFor, scanBatch, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
 import { Keys } from '../pipeline/keys.ts';
 import { KernelStore } from '../pipeline/kernels.ts';
 import { renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
@@ -107,7 +107,8 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     if (err instanceof CursorError) return reply.code(400).send({ error: 'bad_request', message: err.message });
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       if (req.url.startsWith('/v1/samples')) metrics.rejected.inc({ reason: 'oversized' });
-      return reply.code(413).send({ error: 'payload_too_large', message: `the body is over the ${req.url.startsWith('/v1/samples') ? cfg.maxSamplesBody : cfg.maxSymbolsBody}-byte limit of this endpoint; split the batch` });
+      const limit = req.url.startsWith('/v1/samples') ? cfg.maxSamplesBody : /\/orc(\?|$)/.test(req.url) ? cfg.maxOrcBody : cfg.maxSymbolsBody;
+      return reply.code(413).send({ error: 'payload_too_large', message: `the body is over the ${limit}-byte limit of this endpoint${req.url.startsWith('/v1/samples') ? '; split the batch' : ''}` });
     }
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       return reply.code(415).send({ error: 'unsupported_media_type', message: `content type '${req.headers['content-type'] ?? ''}' is not accepted here; use text/plain, application/json, application/x-ndjson, application/gzip or application/octet-stream` });
@@ -154,21 +155,21 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
         return reply.code(e.reason === 'oversized' ? 413 : 400).send({ error: e.reason, message: e.describe() });
       }
       const format = formatOf(req.headers['content-type']);
-      const parsed = parseBatch(text, format, cfg.maxSamplesDecoded);
-      const indices = sampleIndices(parsed);
+      // Validate only: the worker builds the samples (from the same bytes, with the same parser).
+      const parsed = scanBatch(text, format, cfg.maxSamplesDecoded);
       const rejections: Rejection[] = [...parsed.rejected];
       const known = new Map<string, boolean>();
       const skip: number[] = [];
       for (let i = 0; i < parsed.samples.length; i++) {
         const s = parsed.samples[i]!;
-        if (!hasFullState(s)) continue;
+        if (!s.fullState) continue;
         const b = s.kernel ?? q.kernel;
         let ok = b === undefined ? false : known.get(b);
         if (ok === undefined) known.set(b!, (ok = await kernels.hasSymbols(b!)));
         if (!ok) {
-          const index = indices[i]!;
+          const index = s.index;
           skip.push(index);
-          const line = s.source?.line;
+          const line = s.line || undefined;
           const message = b === undefined
             ? 'the sample names no kernel build id: add a .kernel line (or "kernel" in JSON) or ?kernel=<build id>'
             : `unknown kernel build id '${b}': upload its symbols first (POST /v1/kernels/${b}/symbols)`;
@@ -217,6 +218,38 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       const text = decodeBody(req.body as Buffer, cfg.maxSymbolsBody * 8);
       const info = await kernels.putSymbols(buildId, text);
       return reply.code(201).send(info);
+    });
+
+    up.put('/v1/kernels/:buildId/orc', {
+      bodyLimit: cfg.maxOrcBody,
+      preHandler: requireToken,
+      config: { rateLimit: {} },
+      schema: {
+        summary: 'Upload a kernel build\'s ORC tables (.orc_unwind_ip / .orc_unwind), so that workers run the orc strategy',
+        tags: ['kernels'], security: uploadSecurity, params: S.BuildIdParams, body: S.OrcBody,
+        response: { 201: S.OrcReply, 400: S.ErrorBody, 401: S.ErrorBody, 413: S.ErrorBody },
+      },
+    }, async (req, reply) => {
+      ready();
+      const { buildId } = req.params as { buildId: string };
+      const raw = req.body as Buffer;
+      if (!Buffer.isBuffer(raw) || raw.length === 0) return reply.code(400).send({ error: 'bad_orc', message: 'the body is empty' });
+      let bytes: Buffer;
+      try {
+        bytes = gunzipBody(raw, cfg.maxOrcBody);
+      } catch (e) {
+        if (!(e instanceof DumpError)) throw e;
+        return reply.code(e.reason === 'oversized' ? 413 : 400).send({ error: e.reason === 'oversized' ? 'payload_too_large' : 'bad_orc', message: e.describe() });
+      }
+      try {
+        const r = await kernels.putOrc(buildId, bytes);
+        return reply.code(201).send({ buildId, ...r });
+      } catch (e) {
+        if (e instanceof OrcFormatError || e instanceof RangeError) {
+          return reply.code(400).send({ error: 'bad_orc', message: `${e instanceof OrcFormatError ? `${e.field}: ` : ''}${e.message}` });
+        }
+        throw e;
+      }
     });
   });
 

@@ -132,7 +132,20 @@ export const KernelReply = {
     hasSymbols: { type: 'boolean' },
     rev: { type: 'integer' },
     options: { type: 'object', additionalProperties: true },
+    orc: { type: 'object', properties: { entries: { type: 'integer' }, layout: { type: 'string' } }, description: 'The ORC table uploaded for the build, if any.' },
   },
+} as const;
+
+export const OrcBody = {
+  content: {
+    'application/octet-stream': { schema: { description: 'The ORC upload form: 24-byte header ("SSORC\\0" "1\\0", layout 2|3, 3 zero bytes, u32 entries, u64 .orc_unwind_ip load address), then .orc_unwind_ip and .orc_unwind as in the vmlinux (docs/api.md).' } },
+    'application/gzip': { schema: { description: 'gzip of the above' } },
+  },
+} as const;
+
+export const OrcReply = {
+  type: 'object',
+  properties: { buildId: { type: 'string' }, entries: { type: 'integer' }, layout: { type: 'string' }, rev: { type: 'integer' } },
 } as const;
 
 export const SummaryQuery = {

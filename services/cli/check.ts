@@ -13,6 +13,7 @@ import { sampleCheckToJson } from '../core/render/json.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import { formatHex64 } from '../core/u64.ts';
 import { readInputBytes, DEFAULT_MAX_INPUT } from '../realhost/input.ts';
+import { extractVmlinux, readVmlinux } from '../realkernel/vmlinux.ts';
 import { readHostInput } from '../realhost/input.ts';
 import { checkHostCallchain, HostChainSummary, type HostChainContext } from '../realhost/callchain-check.ts';
 import { Progress } from './progress.ts';
@@ -21,6 +22,8 @@ export interface CheckOptions {
   files: string[];
   kallsyms?: string;
   profile?: string;
+  /** A vmlinux (ELF) or bzImage: its ORC tables make the orc strategy run, its build id names the profile. */
+  vmlinux?: string;
   strategies?: StrategyName[];
   format: 'text' | 'json';
   maxBytes?: number;
@@ -50,7 +53,8 @@ export function runCheck(o: CheckOptions, io: Io): number {
   const explicit = o.strategies !== undefined;
   // By default: the strategies this kernel's entry code supports (its profile's layouts), plus
   // the baseline. Asking for another by name shows it failing with pt_regs_not_decoded.
-  const strategies = o.strategies ?? STRATEGIES.filter((s) => s === 'fp' || !profile || profile.layouts.has(s));
+  const strategies: StrategyName[] = o.strategies ?? STRATEGIES.filter((s) => s === 'fp' || !profile || profile.layouts.has(s));
+  if (!o.strategies && profile?.orc) strategies.push('orc');
   const summary = new CheckSummary(o.maxFailures ?? 20);
   // Callchain-only samples (perf script, perf.data, kernel logs) are judged on their host callchain.
   const hostChains = new HostChainSummary(o.maxFailures ?? 20);
@@ -124,8 +128,27 @@ function loadProfile(o: CheckOptions, maxBytes: number): KernelProfile | undefin
     }
     opts = parseProfileOptions(json, o.profile);
   }
-  if (!o.kallsyms) return undefined;
+  if (o.vmlinux) opts = { ...vmlinuxOptions(o.vmlinux), ...opts };
+  if (!o.kallsyms) {
+    if (o.vmlinux) throw new DumpError('bad_field', '--vmlinux gives the ORC tables; the symbols still come from --kallsyms FILE', { file: o.vmlinux });
+    return undefined;
+  }
   return KernelProfile.fromKallsyms(readInputBytes(o.kallsyms, maxBytes).toString('utf8'), { ...opts, file: o.kallsyms });
+}
+
+/**
+ * The ORC tables and build id of a vmlinux, or of the vmlinux inside a bzImage. The entry layout
+ * depends on the release, which the image's own banner ("Linux version 6.1.0-...") gives.
+ */
+function vmlinuxOptions(file: string): ProfileOptions {
+  let elf: Uint8Array = readFileSync(file);
+  const isBzImage = elf.length > 0x206 && elf[0x202] === 0x48 && elf[0x203] === 0x64 && elf[0x204] === 0x72 && elf[0x205] === 0x53;
+  if (isBzImage) elf = extractVmlinux(elf);
+  const banner = /Linux version (\d+\.\d+\S*)/.exec(Buffer.from(elf.buffer, elf.byteOffset, elf.byteLength).toString('latin1'));
+  if (!banner) throw new DumpError('bad_field', 'no "Linux version" banner in the image: cannot tell its ORC entry layout', { file });
+  const facts = readVmlinux(elf, banner[1]!);
+  if (!facts.orc) throw new DumpError('bad_field', 'no .orc_unwind/.orc_unwind_ip sections (a kernel built without CONFIG_UNWINDER_ORC?)', { file });
+  return { orc: facts.orc, ...(facts.buildId ? { buildId: facts.buildId } : {}) };
 }
 
 function where(s: Sample): string {

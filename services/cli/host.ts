@@ -1,9 +1,14 @@
 // `stacksanity host qemu`: the live real host. Boots Debian's kernel under QEMU (from the cache
 // scripts/realkernel-setup.sh fills), samples it through the gdbstub, checks every sample with ORC
 // and the section cross-check, and writes the full-state samples as a text dump or uploads them.
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import { formatTextDump } from '../core/dump/text.ts';
+import { encodeOrcUpload, orcLayoutForRelease } from '../core/unwind/orc-table.ts';
+import type { KernelBuild } from '../realkernel/kernel.ts';
+import { elfSections, sectionBytes } from '../realkernel/vmlinux.ts';
 import { RealHostSession } from '../realkernel/session.ts';
 import { runSampling, samplesOf, summarize } from '../realkernel/run.ts';
 import type { Io } from './check.ts';
@@ -73,7 +78,7 @@ export async function runHost(args: string[], io: Io): Promise<number> {
     io.err(`stacksanity host: seed ${seed}, ${sum.samples} samples (${JSON.stringify(sum.where)}); ORC ${JSON.stringify(sum.orcVerdicts)}; entry cross-check ${JSON.stringify(sum.crossings)}; per sample median ${sum.steps.total.median.toFixed(2)} ms\n`);
     const dump = formatTextDump(samplesOf(run));
     if (v.upload !== undefined) {
-      await upload(v.upload, v.token!, session.build.buildId, session.kallsyms, dump);
+      await upload(v.upload, v.token!, session.build, session.kallsyms, dump);
       io.err(`stacksanity host: uploaded to ${v.upload}\n`);
     } else if (v.out !== undefined) {
       writeFileSync(v.out, dump);
@@ -89,15 +94,29 @@ export async function runHost(args: string[], io: Io): Promise<number> {
   }
 }
 
-/** Symbols, then the profile, then the samples: the API keys everything by build id. */
-async function upload(base: string, token: string, buildId: string, kallsyms: string, dump: string): Promise<void> {
+/** Symbols, the profile and the ORC tables, then the samples: the API keys everything by build id. */
+async function upload(base: string, token: string, build: KernelBuild, kallsyms: string, dump: string): Promise<void> {
   const url = base.replace(/\/+$/, '');
   const auth = { authorization: `Bearer ${token}` };
-  const send = async (method: string, path: string, body: string, type: string): Promise<void> => {
+  const buildId = build.buildId;
+  const send = async (method: string, path: string, body: string | Uint8Array, type: string): Promise<void> => {
     const r = await fetch(url + path, { method, headers: { ...auth, 'content-type': type }, body });
     if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${(await r.text()).slice(0, 200)}`);
   };
-  await send('POST', `/v1/kernels/${buildId}/symbols`, kallsyms, 'text/plain');
-  await send('PUT', `/v1/kernels/${buildId}/profile`, JSON.stringify({ buildId, framePointers: false }), 'application/json');
+  await send('POST', `/v1/kernels/${buildId}/symbols`, gzipSync(kallsyms), 'application/gzip');
+  await send('PUT', `/v1/kernels/${buildId}/profile`, JSON.stringify({ buildId, framePointers: build.framePointers }), 'application/json');
+  // The workers run orc only with the build's tables: the raw sections, gzip (~1 MB for 6.1).
+  await send('PUT', `/v1/kernels/${buildId}/orc`, gzipSync(orcUploadOf(build)), 'application/gzip');
   await send('POST', '/v1/samples', dump, 'text/plain');
+}
+
+/** The upload form of the build's ORC tables, from the vmlinux that loadKernelBuild cached. */
+function orcUploadOf(build: KernelBuild): Uint8Array {
+  const elf = readFileSync(join(build.files.cache, build.files.package, 'vmlinux'));
+  const sections = elfSections(elf);
+  const ip = sections.find((s) => s.name === '.orc_unwind_ip');
+  const un = sections.find((s) => s.name === '.orc_unwind');
+  const layout = build.orc.layout ?? orcLayoutForRelease(build.files.release);
+  if (!ip || !un) throw new Error('the cached vmlinux has no .orc_unwind_ip/.orc_unwind sections');
+  return encodeOrcUpload({ layout, ipSectionAddr: ip.addr, ipSection: sectionBytes(elf, ip), unwindSection: sectionBytes(elf, un) });
 }

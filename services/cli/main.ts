@@ -9,12 +9,13 @@ import type { StrategyName } from '../core/unwind/types.ts';
 const USAGE = `usage: stacksanity <command> [options]
 
 commands:
-  check [--kallsyms FILE] [--profile FILE] [--strategy LIST] [--format text|json] FILE...
+  check [--kallsyms FILE] [--profile FILE] [--vmlinux FILE] [--strategy LIST] [--format text|json] FILE...
         Unwind every sample in the dumps (stacksanity text or JSON dumps, or perf script output;
         '-' reads stdin; gzip is detected) with each strategy and judge the result.
         Exit 0: all consistent; 1: failures found; 2: the input was unusable.
         --kallsyms FILE   /proc/kallsyms or System.map of the sampled kernel (gzip allowed)
-        --profile FILE    kernel profile JSON: {"buildId", "layouts": [...], "stubs": {...}, "kasan"}
+        --profile FILE    kernel profile JSON: {"buildId", "layouts": [...], "stubs": {...}, "kasan", "framePointers"}
+        --vmlinux FILE    the kernel's vmlinux or bzImage: its ORC tables add the orc strategy
         --strategy LIST   comma-separated: ${[...strategies.keys()].join(', ')} (default: all; the
                           fp baseline only counts as failing when named here)
         --format text|json
@@ -74,6 +75,7 @@ function check(args: string[], io: Io): number {
       options: {
         kallsyms: { type: 'string' },
         profile: { type: 'string' },
+        vmlinux: { type: 'string' },
         strategy: { type: 'string' },
         format: { type: 'string', default: 'text' },
         'max-bytes': { type: 'string' },
@@ -126,6 +128,7 @@ function check(args: string[], io: Io): number {
       format: v.format,
       ...(v.kallsyms !== undefined ? { kallsyms: v.kallsyms } : {}),
       ...(v.profile !== undefined ? { profile: v.profile } : {}),
+      ...(v.vmlinux !== undefined ? { vmlinux: v.vmlinux } : {}),
       ...(list ? { strategies: list } : {}),
       ...(maxBytes !== undefined ? { maxBytes } : {}),
       ...(maxFailures !== undefined ? { maxFailures } : {}),

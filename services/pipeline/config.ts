@@ -15,6 +15,8 @@ export interface ServiceConfig {
   maxSamplesBody: number;
   maxSamplesDecoded: number;
   maxSymbolsBody: number;
+  /** ORC table uploads: bytes as sent and after gunzip (a 385k-entry table is ~3.9 MB raw). */
+  maxOrcBody: number;
   rateLimitPerMinute: number;
   readAuth: boolean;
   traceMax: number;
@@ -50,6 +52,7 @@ export function loadConfig(env: Env = process.env): ServiceConfig {
     maxSamplesBody: int(env, 'STACKSANITY_MAX_BODY', 32 * 1024 * 1024, 1024),
     maxSamplesDecoded: int(env, 'STACKSANITY_MAX_DECODED', 128 * 1024 * 1024, 1024),
     maxSymbolsBody: int(env, 'STACKSANITY_MAX_SYMBOLS_BODY', 64 * 1024 * 1024, 1024),
+    maxOrcBody: int(env, 'STACKSANITY_MAX_ORC_BODY', 16 * 1024 * 1024, 1024),
     rateLimitPerMinute: int(env, 'STACKSANITY_RATE_LIMIT', 600, 1),
     readAuth: bool(env, 'STACKSANITY_READ_AUTH', false),
     traceMax: int(env, 'STACKSANITY_TRACE_MAX', 10000, 1),

@@ -8,7 +8,8 @@ import { gunzipSync } from 'node:zlib';
 import { DumpError, type ParseResult } from '../core/dump/errors.ts';
 import { parseJsonDump } from '../core/dump/json.ts';
 import { parseTextDump } from '../core/dump/text.ts';
-import type { Sample } from '../core/dump/sample.ts';
+import { scanTextDump, type ScannedSample } from '../core/dump/scan.ts';
+import { hasFullState, type Sample } from '../core/dump/sample.ts';
 
 export const SOURCES = ['emulator', 'agent', 'perf', 'ci', 'upload'] as const;
 export type Source = (typeof SOURCES)[number];
@@ -61,6 +62,11 @@ export function isGzip(b: Uint8Array): boolean {
 
 /** The upload's bytes as text: gunzipped when they are gzip, within `maxDecoded` bytes. */
 export function decodeBody(raw: Buffer, maxDecoded: number): string {
+  return gunzipBody(raw, maxDecoded).toString('utf8');
+}
+
+/** The upload's bytes, gunzipped when they are gzip, within `maxDecoded` bytes. */
+export function gunzipBody(raw: Buffer, maxDecoded: number): Buffer {
   let b = raw;
   if (isGzip(raw)) {
     try {
@@ -74,17 +80,33 @@ export function decodeBody(raw: Buffer, maxDecoded: number): string {
     }
   }
   if (b.length > maxDecoded) throw new DumpError('oversized', `the body is ${b.length} bytes; the limit is ${maxDecoded}`);
-  return b.toString('utf8');
+  return b;
 }
 
 /** JSON documents and NDJSON start with { or [; everything else is the perf-style text form. */
+function formatOfText(text: string, format: BodyFormat): 'json' | 'text' {
+  if (format !== 'auto') return format;
+  const m = /\S/.exec(text.length > 4096 ? text.slice(0, 4096) : text);
+  return m && (m[0] === '{' || m[0] === '[') ? 'json' : 'text';
+}
+
 export function parseBatch(text: string, format: BodyFormat, maxBytes: number): ParseResult<Sample> {
-  let f = format;
-  if (f === 'auto') {
-    const m = /\S/.exec(text.length > 4096 ? text.slice(0, 4096) : text);
-    f = m && (m[0] === '{' || m[0] === '[') ? 'json' : 'text';
-  }
-  return f === 'json' ? parseJsonDump(text, { file: 'body', maxBytes }) : parseTextDump(text, { file: 'body', maxBytes });
+  return formatOfText(text, format) === 'json' ? parseJsonDump(text, { file: 'body', maxBytes }) : parseTextDump(text, { file: 'body', maxBytes });
+}
+
+/**
+ * What the API needs of a batch — usable samples by index with their kernel, and the rejections —
+ * without building the samples the worker builds anyway. Text dumps go through the validate-only
+ * scan (same answer as the parser, services/core/dump/scan.ts); JSON is parsed.
+ */
+export function scanBatch(text: string, format: BodyFormat, maxBytes: number): { samples: ScannedSample[]; rejected: ParseResult<Sample>['rejected'] } {
+  if (formatOfText(text, format) === 'text') return scanTextDump(text, { file: 'body', maxBytes });
+  const parsed = parseJsonDump(text, { file: 'body', maxBytes });
+  const indices = sampleIndices(parsed);
+  return {
+    samples: parsed.samples.map((s, i) => ({ index: indices[i]!, line: s.source?.line ?? 0, kernel: s.kernel, fullState: hasFullState(s) })),
+    rejected: parsed.rejected,
+  };
 }
 
 /** Original indices of the parsed samples (parsed.samples skips the rejected ones). */

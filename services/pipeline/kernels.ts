@@ -4,6 +4,7 @@
 import type { Redis } from 'ioredis';
 import { gzipSync, gunzipSync } from 'node:zlib';
 import { KernelProfile, parseProfileOptions, type ProfileOptions } from '../core/symbols/profile.ts';
+import { decodeOrcUpload, OrcTable } from '../core/unwind/orc-table.ts';
 import type { Keys } from './keys.ts';
 
 export const BUILD_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
@@ -15,6 +16,8 @@ export interface KernelInfo {
   options: ProfileOptions;
   hasSymbols: boolean;
   rev: number;
+  /** The ORC table uploaded for the build (PUT .../orc), when there is one. */
+  orc?: { entries: number; layout: string };
 }
 
 export class KernelStore {
@@ -36,6 +39,17 @@ export class KernelStore {
     const key = this.keys.kernel(buildId);
     await this.redis.multi().hset(key, 'options', JSON.stringify(opts)).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
     return opts;
+  }
+
+  /**
+   * The ORC tables in their upload form (decodeOrcUpload). Decoded and built into a table before
+   * anything is stored, so a body the workers could not use is refused here with the reason.
+   */
+  async putOrc(buildId: string, body: Uint8Array): Promise<{ entries: number; layout: string; rev: number }> {
+    const table = OrcTable.fromSections(decodeOrcUpload(body));
+    const key = this.keys.kernel(buildId);
+    const res = await this.redis.multi().hset(key, 'orc', gzipSync(body, { level: 6 })).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
+    return { entries: table.length, layout: table.layout, rev: Number(res?.[1]?.[1] ?? 0) };
   }
 
   async hasSymbols(buildId: string): Promise<boolean> {
@@ -67,10 +81,12 @@ export class KernelStore {
     const rev = Number(revText);
     const hit = this.cache.get(buildId);
     if (hit && hit.rev === rev) return hit;
-    const [symbols, options] = await Promise.all([this.redis.hgetBuffer(key, 'symbols'), this.redis.hget(key, 'options')]);
+    const [symbols, options, orcBytes] = await Promise.all([this.redis.hgetBuffer(key, 'symbols'), this.redis.hget(key, 'options'), this.redis.hgetBuffer(key, 'orc')]);
     if (!symbols) return undefined;
     const opts: ProfileOptions = options ? (JSON.parse(options) as ProfileOptions) : {};
-    const profile = KernelProfile.fromKallsyms(gunzipSync(symbols).toString('utf8'), { ...opts, buildId });
+    // Validated on upload; the profile carries the table so that checkSample can run orc.
+    const orc = orcBytes ? OrcTable.fromSections(decodeOrcUpload(gunzipSync(orcBytes))) : undefined;
+    const profile = KernelProfile.fromKallsyms(gunzipSync(symbols).toString('utf8'), { ...opts, buildId, ...(orc ? { orc } : {}) });
     const entry = { rev, profile };
     this.cache.set(buildId, entry);
     return entry;
@@ -83,5 +99,5 @@ export class KernelStore {
 }
 
 function info(buildId: string, p: KernelProfile, options: ProfileOptions, hasSymbols: boolean, rev: number): KernelInfo {
-  return { buildId, symbols: p.symbols.length, layouts: [...p.layouts], options, hasSymbols, rev };
+  return { buildId, symbols: p.symbols.length, layouts: [...p.layouts], options, hasSymbols, rev, ...(p.orc ? { orc: { entries: p.orc.length, layout: p.orc.layout } } : {}) };
 }

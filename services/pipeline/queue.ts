@@ -95,12 +95,15 @@ export class CheckerWorker {
   async process(job: Job<BatchJob, BatchResult>): Promise<BatchResult> {
     const id = job.id!;
     const data = job.data;
-    const body = await this.redis.getBuffer(this.keys.body(id));
+    let body: Buffer | null = await this.redis.getBuffer(this.keys.body(id));
     if (!body) {
       if (await this.store.isCommitted(id)) return { checked: 0, callchainOnly: 0, failing: 0, traces: 0, counted: false };
       throw new UnrecoverableError(`the bytes of batch ${id} are gone (expired before a worker took it)`);
     }
     const parsed = parseBatch(decodeBody(body, this.cfg.maxSamplesDecoded), data.format, this.cfg.maxSamplesDecoded);
+    // The bytes (and the text, a temporary) are not needed past the parse: let a scavenge take
+    // them while the batch is checked and committed (worker RSS, issue 4).
+    body = null;
     const cfg = this.cfg;
     const checked = await checkBatch(id, data, parsed.samples, sampleIndices(parsed), {
       profile: (b) => this.kernels.get(b),

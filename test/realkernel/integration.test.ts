@@ -13,6 +13,10 @@ import { checkSample } from '../../services/core/check/checker.ts';
 import { ORC_TYPE } from '../../services/core/unwind/orc-table.ts';
 import { PT_REGS_OFFSET, PT_REGS_SIZE } from '../../services/core/stack/layout.ts';
 import type { Sample, SampleStack } from '../../services/core/dump/sample.ts';
+import { main } from '../../services/cli/main.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const skip = unavailableReason();
 const PER_MODE = Number(process.env.STACKSANITY_REALKERNEL_SAMPLES ?? 200);
@@ -60,6 +64,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
   test('every kernel sample\'s ORC unwind reaches user pt_regs, ret_from_fork or an ORC end entry', (t) => {
     const orc = session.build.orc;
     let thunk = 0;
+    let switching = 0;
     for (const c of all.filter((x) => kernelMode(x.sample))) {
       const r = c.check.results.find((x) => x.strategy === 'orc')!;
       const where = `${c.sample.comm} ${c.where} ip=${c.sample.regs!.ip!.toString(16)}: ${r.unwind.message ?? ''}`;
@@ -71,6 +76,14 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
         assert.ok(c.singleStep, where);
         assert.ok(['orc_undefined', 'non_text_return_address', 'frame_not_ascending'].includes(r.reason!), where);
         thunk++;
+        continue;
+      }
+      if (r.unwind.outcome === 'error' && /^__switch_to_asm\+/.test(startFn)) {
+        // Mid task switch (issue 7's edge case): after `mov TASK_threadsp(%rsi),%rsp` the frames
+        // being popped belong to the next task, and the RSB-filling sequence there pushes return
+        // addresses of its own; the walk may stop. It must stop with a reason, never crash.
+        assert.ok(r.reason !== undefined && r.unwind.message !== undefined, where);
+        switching++;
         continue;
       }
       assert.ok(['user', 'kthread', 'end_of_stack'].includes(r.unwind.outcome), `${r.unwind.outcome} ${where}`);
@@ -88,7 +101,8 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
       }
       assert.ok(['consistent', 'truncated'].includes(c.check.results.find((x) => x.strategy === 'orc')!.verdict), where);
     }
-    t.diagnostic(`${thunk} single-step samples inside a retpoline thunk's return-address rewrite`);
+    t.diagnostic(`${thunk} single-step samples inside a retpoline thunk's return-address rewrite; ${switching} mid task switch`);
+    assert.ok(switching <= all.length / 50, `${switching} samples stopped inside __switch_to_asm`);
   });
 
   test('user pt_regs lie at the top of the task stack and hold a user ip', () => {
@@ -140,6 +154,33 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
       for (const r of c.check.results.filter((x) => x.strategy !== 'orc')) {
         assert.deepEqual([r.verdict, r.reason], ['not_applicable', 'no_frame_pointers']);
       }
+    }
+  });
+
+  test('offline: `stacksanity check --vmlinux` on the bzImage gives the same orc verdicts', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'stacksanity-vmlinux-'));
+    try {
+      writeFileSync(join(dir, 'samples.dump'), formatTextDump(all.map((c) => c.sample)));
+      writeFileSync(join(dir, 'kallsyms'), session.kallsyms);
+      let out = '';
+      const code = await main(['check', '--vmlinux', session.build.files.image, '--kallsyms', join(dir, 'kallsyms'), '--format', 'json', join(dir, 'samples.dump')],
+        { out: (x) => (out += x), err: () => undefined });
+      assert.ok(code === 0 || code === 1, `exit ${code}`);
+      const j = JSON.parse(out) as { verdicts: Record<string, Record<string, number>>; rejections: { sampleIndex: number; message: string }[] };
+      const got = j.verdicts.orc ?? {};
+      // The CLI validates samples first (e.g. sp on none of the captured stacks): those it rejects
+      // with a message are left out of the comparison, and must stay rare.
+      const rejected = new Set(j.rejections.map((r) => r.sampleIndex));
+      assert.ok(rejected.size <= all.length / 50, JSON.stringify(j.rejections));
+      const want: Record<string, number> = {};
+      for (const [i, c] of all.entries()) {
+        if (!kernelMode(c.sample) || rejected.has(i)) continue;
+        const v = c.check.results.find((x) => x.strategy === 'orc')!.verdict;
+        want[v] = (want[v] ?? 0) + 1;
+      }
+      assert.deepEqual(got, want);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -241,3 +241,80 @@ export function parseOrcText(text: string, layout: OrcLayout = 'type2'): OrcTabl
   });
   return OrcTable.fromEntries(layout, ips, entries);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The upload form of a table (PUT /v1/kernels/{buildId}/orc): the two sections exactly as the
+// vmlinux holds them, behind a 24-byte header that says how to read them. Sending the raw
+// sections (10 bytes per entry; ~3.9 MB for a 385k-entry distribution kernel, ~1 MB gzip) keeps
+// the sender trivial and lets the receiver rebuild the table with the same code as the vmlinux
+// reader, so there is no second encoding of entries to get wrong.
+//
+//   0  8  magic "SSORC\x001\x00" (format version 1)
+//   8  1  layout: 2 = type2 (v4.14–v6.3), 3 = type3 (v6.4+)
+//   9  3  zero
+//  12  4  n, the number of entries (u32 LE)
+//  16  8  load address of .orc_unwind_ip (u64 LE; its s32 entries are self-relative)
+//  24 4n  .orc_unwind_ip
+//  .. 6n  .orc_unwind
+// ---------------------------------------------------------------------------------------------
+
+export const ORC_UPLOAD_MAGIC = Uint8Array.from([0x53, 0x53, 0x4f, 0x52, 0x43, 0x00, 0x31, 0x00]);
+export const ORC_UPLOAD_HEADER = 24;
+
+/** A malformed upload: `field` names the part of the body that is wrong. */
+export class OrcFormatError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(message);
+    this.name = 'OrcFormatError';
+  }
+}
+
+export function encodeOrcUpload(s: OrcSections): Uint8Array {
+  const n = s.ipSection.length / 4;
+  const out = new Uint8Array(ORC_UPLOAD_HEADER + s.ipSection.length + s.unwindSection.length);
+  const dv = new DataView(out.buffer);
+  out.set(ORC_UPLOAD_MAGIC, 0);
+  out[8] = s.layout === 'type3' ? 3 : 2;
+  dv.setUint32(12, n, true);
+  dv.setBigUint64(16, BigInt.asUintN(64, s.ipSectionAddr), true);
+  out.set(s.ipSection, ORC_UPLOAD_HEADER);
+  out.set(s.unwindSection, ORC_UPLOAD_HEADER + s.ipSection.length);
+  return out;
+}
+
+/**
+ * Reads the upload form back into sections (views into `b`, no copy). Checks everything that
+ * can be checked without the kernel's symbols: magic, layout, the count against the length, and
+ * that every entry's address lies in the top 2 GiB (kernel text; self-relative offsets that point
+ * elsewhere mean a wrong load address). OrcTable.fromSections then builds the table.
+ */
+export function decodeOrcUpload(b: Uint8Array, maxEntries = 4_000_000): OrcSections {
+  if (b.length < ORC_UPLOAD_HEADER) throw new OrcFormatError('header', `the body is ${b.length} bytes; an ORC upload starts with a ${ORC_UPLOAD_HEADER}-byte header`);
+  for (let i = 0; i < ORC_UPLOAD_MAGIC.length; i++) {
+    if (b[i] !== ORC_UPLOAD_MAGIC[i]) throw new OrcFormatError('magic', 'the body does not start with the ORC upload magic "SSORC\\0" "1\\0" (docs/api.md)');
+  }
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const lv = b[8];
+  const layout: OrcLayout | undefined = lv === 2 ? 'type2' : lv === 3 ? 'type3' : undefined;
+  if (!layout) throw new OrcFormatError('layout', `entry layout ${lv} is not known (2: v4.14–v6.3, 3: v6.4+)`);
+  if (b[9] !== 0 || b[10] !== 0 || b[11] !== 0) throw new OrcFormatError('header', 'header bytes 9–11 must be zero');
+  const n = dv.getUint32(12, true);
+  if (n === 0) throw new OrcFormatError('entries', 'the table has no entries');
+  if (n > maxEntries) throw new OrcFormatError('entries', `${n} entries is over the limit of ${maxEntries}`);
+  const want = ORC_UPLOAD_HEADER + n * (4 + ORC_ENTRY_SIZE);
+  if (b.length !== want) {
+    throw new OrcFormatError('entries', `${n} entries need ${want} bytes (header + ${n} × 4 ip + ${n} × ${ORC_ENTRY_SIZE} entry), the body has ${b.length}${b.length < want ? ': truncated?' : ''}`);
+  }
+  const ipSectionAddr = dv.getBigUint64(16, true);
+  const base = Number(BigInt.asIntN(64, ipSectionAddr));
+  const ipSection = b.subarray(ORC_UPLOAD_HEADER, ORC_UPLOAD_HEADER + 4 * n);
+  const unwindSection = b.subarray(ORC_UPLOAD_HEADER + 4 * n, want);
+  const TOP_2G = -(2 ** 31);
+  for (let i = 0; i < n; i++) {
+    const ip = base + i * 4 + dv.getInt32(ORC_UPLOAD_HEADER + i * 4, true);
+    if (!(ip >= TOP_2G && ip < 0)) {
+      throw new OrcFormatError('ip_section_addr', `entry ${i} resolves to ${ip < 0 ? '-' : ''}0x${Math.abs(ip).toString(16)}, outside kernel text (the top 2 GiB): wrong .orc_unwind_ip load address 0x${ipSectionAddr.toString(16)}?`);
+    }
+  }
+  return { layout, ipSectionAddr, ipSection, unwindSection };
+}

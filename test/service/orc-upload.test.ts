@@ -1,0 +1,249 @@
+// ORC tables through the normal pipeline (issue 7): PUT /v1/kernels/{buildId}/orc with a small
+// hand-built table, kallsyms and a profile without frame pointers, then a full-state sample →
+// the worker runs `orc` and the trace store holds its verdict. Expectations come from the ORC
+// rules (arch/x86/kernel/unwind_orc.c) applied by hand to the stack written below, as in
+// test/realkernel/orc.test.ts; bad ORC bodies get a 4xx that names the problem.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import { startApi, type ApiServer } from '../../services/api/server.ts';
+import { TokenSet } from '../../services/api/tokens.ts';
+import { CheckerWorker } from '../../services/pipeline/queue.ts';
+import { formatTextDump } from '../../services/core/dump/text.ts';
+import type { Regs, Sample } from '../../services/core/dump/sample.ts';
+import { PT_REGS_OFFSET, type PtRegsField } from '../../services/core/stack/layout.ts';
+import {
+  decodeOrcUpload, encodeOrcEntry, encodeOrcUpload, OrcFormatError, OrcTable, ORC_REG, ORC_TYPE, ORC_UPLOAD_HEADER, type OrcEntry,
+} from '../../services/core/unwind/orc-table.ts';
+import { TOKEN, TOKEN_HOST, auth, cleanup, testConfig, uniquePrefix, waitFor } from './helpers.ts';
+
+const prefix = uniquePrefix('orc');
+const cfg = { ...testConfig(prefix, { STACKSANITY_TRACE_PASSING: '1', STACKSANITY_MAX_ORC_BODY: '4096', STACKSANITY_RATE_LIMIT: '1000' }), combinedMetrics: true };
+const BUILD = 'orc-test-build';
+let api: ApiServer;
+let worker: CheckerWorker;
+
+// A syscall (entry_SYSCALL_64 -> do_syscall_64 -> mid_fn) in which mid_fn takes a page fault;
+// asm_exc_page_fault builds pt_regs and calls exc_page_fault, sampled after its `push %rbx`.
+const KALLSYMS = `ffffffff81000000 T _stext
+ffffffff81000100 T exc_page_fault
+ffffffff81000140 T retpoline_like_thunk
+ffffffff81000200 T mid_fn
+ffffffff81000300 T do_syscall_64
+ffffffff81000400 T undefined_fn
+ffffffff81e00000 T __entry_text_start
+ffffffff81e00000 T entry_SYSCALL_64
+ffffffff81e00100 T __irqentry_text_start
+ffffffff81e00100 T asm_exc_page_fault
+ffffffff81e00200 T __irqentry_text_end
+ffffffff81e00200 T __entry_text_end
+ffffffff81e01000 T _etext
+`;
+
+const sp = (spReg: number, off: number, type: OrcEntry['type']): OrcEntry => ({ spOffset: off, bpOffset: 0, spReg, bpReg: ORC_REG.UNDEFINED, type, signal: type === ORC_TYPE.REGS || type === ORC_TYPE.REGS_PARTIAL });
+const CALL = (off: number): OrcEntry => sp(ORC_REG.SP, off, ORC_TYPE.CALL);
+const REGS = (off: number): OrcEntry => sp(ORC_REG.SP, off, ORC_TYPE.REGS);
+const PARTIAL = (off: number): OrcEntry => sp(ORC_REG.SP, off, ORC_TYPE.REGS_PARTIAL);
+const END = sp(ORC_REG.UNDEFINED, 0, ORC_TYPE.END_OF_STACK);
+const WEAK = sp(ORC_REG.UNDEFINED, 0, ORC_TYPE.UNDEFINED);
+
+/** The rows objtool would emit for the functions above, sorted by address. */
+const ROWS: [bigint, OrcEntry][] = [
+  [0xffffffff81000000n, CALL(8)],
+  [0xffffffff81000100n, CALL(8)], // exc_page_fault entry
+  [0xffffffff81000101n, CALL(16)], // after push %rbx
+  [0xffffffff81000140n, END], // a thunk with UNWIND_HINT_EMPTY
+  [0xffffffff81000160n, CALL(8)],
+  [0xffffffff81000200n, CALL(8)],
+  [0xffffffff81000202n, CALL(24)], // mid_fn after two pushes
+  [0xffffffff81000300n, CALL(8)],
+  [0xffffffff81000301n, CALL(16)], // do_syscall_64 after push %rbx
+  [0xffffffff81000400n, WEAK],
+  [0xffffffff81e00000n, END], // entry_SYSCALL_64+0: still on the user stack
+  [0xffffffff81e00040n, REGS(0)], // pt_regs complete, `call do_syscall_64` at +0x40
+  [0xffffffff81e00100n, PARTIAL(8)], // asm_exc_page_fault: iret frame above the error code
+  [0xffffffff81e00110n, REGS(0)], // pt_regs complete, `call exc_page_fault` at +0x18
+  [0xffffffff81e00200n, WEAK],
+];
+const IP_SECTION_ADDR = 0xffffffff82c5f474n;
+
+/** The two sections as the vmlinux holds them: s32 ip offsets relative to their own slot. */
+function sections(rows = ROWS, base = IP_SECTION_ADDR): { layout: 'type2'; ipSectionAddr: bigint; ipSection: Uint8Array; unwindSection: Uint8Array } {
+  const ipSection = new Uint8Array(rows.length * 4);
+  const unwindSection = new Uint8Array(rows.length * 6);
+  const dv = new DataView(ipSection.buffer);
+  rows.forEach(([a, e], i) => {
+    dv.setInt32(i * 4, Number(a - (base + BigInt(i * 4))), true);
+    unwindSection.set(encodeOrcEntry(e, 'type2'), i * 6);
+  });
+  return { layout: 'type2', ipSectionAddr: base, ipSection, unwindSection };
+}
+
+const STACK_BEGIN = 0xffffc90000630000n;
+const STACK_END = STACK_BEGIN + 0x4000n;
+const P_USER = STACK_END - 168n; // task_pt_regs
+
+/** The stack as the CPU and the entry code write it; the sample is taken at exc_page_fault+4. */
+function pageFaultSample(host: string, ip = 0xffffffff81000104n): { sample: Sample; pKernel: bigint } {
+  const mem = new Uint8Array(0x4000);
+  const dv = new DataView(mem.buffer);
+  const put = (addr: bigint, v: bigint): void => dv.setBigUint64(Number(addr - STACK_BEGIN), v, true);
+  const regs = (at: bigint, r: Partial<Record<PtRegsField, bigint>>): void => {
+    for (const [k, v] of Object.entries(r)) put(at + BigInt(PT_REGS_OFFSET[k as PtRegsField]), v);
+  };
+  regs(P_USER, { ip: 0x401234n, cs: 0x33n, flags: 0x246n, sp: 0x7ffc0000f000n, ss: 0x2bn, bp: 0x7ffc0000f100n });
+  put(P_USER - 8n, 0xffffffff81e00045n); // return into entry_SYSCALL_64 (call at +0x40)
+  put(P_USER - 16n, 0x1111n); // do_syscall_64: push %rbx
+  put(P_USER - 24n, 0xffffffff81000315n); // return into do_syscall_64
+  put(P_USER - 32n, 0x2222n);
+  put(P_USER - 40n, 0x3333n); // mid_fn's two pushes: rsp = P_USER - 40 at mid_fn+8
+  const rspBefore = P_USER - 40n;
+  const pKernel = (rspBefore & ~0xfn) - 168n; // the CPU aligns rsp to 16, then the iret frame + the stub's pushes
+  regs(pKernel, { ip: 0xffffffff81000208n, cs: 0x10n, flags: 0x82n, sp: rspBefore, ss: 0x18n, orig_ax: 0n, bp: 0x4444n });
+  put(pKernel - 8n, 0xffffffff81e0011dn); // return into asm_exc_page_fault (call at +0x18)
+  put(pKernel - 16n, 0x5555n); // exc_page_fault: push %rbx
+  const rsp = pKernel - 16n;
+  const r: Regs = { ip, sp: rsp, bp: 0x4444n, cs: 0x10n, flags: 0x82n, ss: 0x18n };
+  return {
+    pKernel,
+    sample: {
+      trigger: 'nmi', regs: r, kernel: BUILD, host, comm: 'cat', pid: 42, tid: 42, cpu: 0, time: '1.000000',
+      stacks: [{ type: 'task', begin: STACK_BEGIN, end: STACK_END, windows: [{ start: rsp, bytes: mem.subarray(Number(rsp - STACK_BEGIN)) }] }],
+    },
+  };
+}
+
+function tokens(): TokenSet {
+  const t = new TokenSet();
+  t.add(TOKEN_HOST, TOKEN);
+  return t;
+}
+
+async function putOrc(body: Uint8Array | string, type = 'application/octet-stream', headers = auth()): Promise<{ status: number; json: Record<string, unknown> }> {
+  const r = await api.app.inject({ method: 'PUT', url: `/v1/kernels/${BUILD}/orc`, headers: { ...headers, 'content-type': type }, payload: Buffer.from(body) });
+  return { status: r.statusCode, json: JSON.parse(r.body) as Record<string, unknown> };
+}
+
+async function get(url: string): Promise<Record<string, unknown>> {
+  return JSON.parse((await api.app.inject({ url })).body) as Record<string, unknown>;
+}
+
+before(async () => {
+  api = await startApi(cfg, tokens(), { listen: false });
+  worker = new CheckerWorker(cfg);
+  await worker.start();
+});
+
+after(async () => {
+  await worker?.close();
+  await api?.close();
+  await cleanup(prefix);
+});
+
+test('the upload form round-trips and rebuilds the same table as the sections', () => {
+  const s = sections();
+  const d = decodeOrcUpload(encodeOrcUpload(s));
+  assert.equal(d.layout, 'type2');
+  assert.equal(d.ipSectionAddr, IP_SECTION_ADDR);
+  const a = OrcTable.fromSections(s);
+  const b = OrcTable.fromSections(d);
+  assert.deepEqual([...b.ips], [...a.ips]);
+  assert.deepEqual([...b.type], [...a.type]);
+  assert.equal(b.length, ROWS.length);
+  assert.throws(() => decodeOrcUpload(new Uint8Array(10)), (e: unknown) => e instanceof OrcFormatError && e.field === 'header');
+});
+
+test('kallsyms + profile + ORC tables + a full-state sample: the worker runs orc and stores its verdict', async () => {
+  let r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: KALLSYMS });
+  assert.equal(r.statusCode, 201, r.body);
+  r = await api.app.inject({ method: 'PUT', url: `/v1/kernels/${BUILD}/profile`, headers: { ...auth(), 'content-type': 'application/json' }, payload: { framePointers: false } });
+  assert.equal(r.statusCode, 200, r.body);
+  const put = await putOrc(gzipSync(encodeOrcUpload(sections())), 'application/gzip');
+  assert.equal(put.status, 201, JSON.stringify(put.json));
+  assert.deepEqual([put.json.entries, put.json.layout], [ROWS.length, 'type2']);
+  const info = await get(`/v1/kernels/${BUILD}`);
+  assert.deepEqual(info.orc, { entries: ROWS.length, layout: 'type2' });
+
+  // Sample 0: the page fault inside a syscall. Sample 1: in the thunk whose row is an end hint.
+  const { sample, pKernel } = pageFaultSample('orc-host');
+  const thunk = pageFaultSample('orc-host', 0xffffffff81000140n).sample;
+  const up = await api.app.inject({ method: 'POST', url: '/v1/samples?source=ci', headers: { ...auth(), 'content-type': 'text/plain' }, payload: formatTextDump([sample, thunk]) });
+  assert.equal(up.statusCode, 202, up.body);
+  const job = (JSON.parse(up.body) as { job: string }).job;
+  await waitFor(`job ${job}`, async () => ((await get(`/v1/jobs/${job}`)).state === 'completed' ? true : undefined));
+
+  const list = (await get(`/v1/traces?kernel=${BUILD}`)).items as { id: string; url: string }[];
+  assert.equal(list.length, 2, 'STACKSANITY_TRACE_PASSING=1 keeps passing samples too');
+  const byIndex = new Map<number, Record<string, unknown>>();
+  for (const it of list) {
+    const t = await get(it.url);
+    byIndex.set(t.index as number, t);
+  }
+  const results = (t: Record<string, unknown>): Record<string, Record<string, unknown>> =>
+    Object.fromEntries((t.results as Record<string, unknown>[]).map((x) => [x.strategy as string, x]));
+
+  // exc_page_fault+4: CALL sp+16 -> return into asm_exc_page_fault+0x1d; that row (0x110) is
+  // REGS sp+0 -> the kernel pt_regs hold mid_fn+8; mid_fn's row: CALL sp+24 -> do_syscall_64+0x15;
+  // CALL sp+16 -> entry_SYSCALL_64+0x45, REGS sp+0 -> user-mode pt_regs end the trace.
+  const pf = results(byIndex.get(0)!);
+  assert.deepEqual(Object.keys(pf).sort(), ['encoded_fp', 'fp', 'orc', 'section']);
+  for (const s of ['fp', 'section', 'encoded_fp']) assert.deepEqual([pf[s]!.verdict, pf[s]!.reason], ['not_applicable', 'no_frame_pointers']);
+  const orc = pf.orc!;
+  assert.equal(orc.verdict, 'consistent');
+  const u = orc.unwind as { outcome: string; reliable: boolean; frames: { kind: string; symbol: string; regs_at?: string; entry?: string }[] };
+  assert.equal(u.outcome, 'user');
+  assert.equal(u.reliable, true);
+  assert.deepEqual(u.frames.map((f) => [f.kind, f.symbol]), [
+    ['start', 'exc_page_fault+0x4/0x40'],
+    ['call', 'asm_exc_page_fault+0x1d/0x100'],
+    ['regs', 'mid_fn+0x8/0x100'],
+    ['call', 'do_syscall_64+0x15/0x100'],
+    ['call', 'entry_SYSCALL_64+0x45/0x100'],
+  ]);
+  assert.equal(BigInt(`0x${u.frames[2]!.regs_at!}`), pKernel);
+  assert.equal(u.frames[2]!.entry, 'page_fault');
+  assert.match(orc.kernel_text as string, /exc_page_fault\+0x4\/0x40/);
+  assert.equal(byIndex.get(0)!.status, 'passing');
+
+  // The thunk's row is an end hint with sp still below the top of the task stack: truncated.
+  const th = results(byIndex.get(1)!).orc!;
+  assert.deepEqual([th.verdict, th.reason], ['truncated', 'orc_end_hint']);
+  assert.equal(byIndex.get(1)!.status, 'failing');
+  const failing = (await get('/v1/traces?strategy=orc&reason=orc_end_hint')).items as unknown[];
+  assert.equal(failing.length, 1);
+
+  const sum = await get(`/v1/summary?kernel=${BUILD}`);
+  const strategies = sum.strategies as Record<string, { verdicts: Record<string, number> }>;
+  assert.deepEqual(strategies.orc!.verdicts, { consistent: 1, truncated: 1 });
+  const metrics = (await api.app.inject({ url: '/metrics' })).body;
+  assert.match(metrics, /stacksanity_unwinds_total\{strategy="orc",verdict="consistent"\} 1/);
+});
+
+test('bad ORC bodies: a 4xx that names the problem', async () => {
+  const good = encodeOrcUpload(sections());
+  const cases: [string, Uint8Array | string, number, RegExp][] = [
+    ['empty', new Uint8Array(0), 400, /empty/],
+    ['short', good.subarray(0, 10), 400, /header/],
+    ['magic', Uint8Array.from([...good].map((b, i) => (i === 0 ? 0x58 : b))), 400, /magic/],
+    ['layout', Uint8Array.from([...good].map((b, i) => (i === 8 ? 7 : b))), 400, /layout: entry layout 7/],
+    ['truncated', good.subarray(0, good.length - 3), 400, /entries: 15 entries need .* truncated/],
+    ['count', (() => { const b = Uint8Array.from(good); new DataView(b.buffer).setUint32(12, 0, true); return b; })(), 400, /no entries/],
+    // The sections as built for IP_SECTION_ADDR, sent with another load address.
+    ['load address', (() => { const b = Uint8Array.from(good); new DataView(b.buffer).setBigUint64(16, 0xffff888000000000n, true); return b; })(), 400, /ip_section_addr: .*outside kernel text/],
+    ['gzip', Uint8Array.from([0x1f, 0x8b, 8, 0, 1, 2, 3]), 400, /gzip/],
+    ['text', 'ffffffff81000000 call sp=sp+8\n', 400, /magic/],
+  ];
+  for (const [name, body, status, re] of cases) {
+    const r = await putOrc(body, name === 'text' ? 'text/plain' : 'application/octet-stream');
+    assert.equal(r.status, status, `${name}: ${JSON.stringify(r.json)}`);
+    assert.match(String(r.json.message), re, name);
+  }
+  // Over STACKSANITY_MAX_ORC_BODY (4096 here), as sent and after gunzip.
+  const big = encodeOrcUpload(sections(Array.from({ length: 500 }, (_, i) => [0xffffffff81000000n + BigInt(i * 16), CALL(8)] as [bigint, OrcEntry])));
+  assert.ok(big.length > 4096);
+  assert.equal((await putOrc(big)).status, 413);
+  const bomb = await putOrc(gzipSync(big), 'application/gzip');
+  assert.equal(bomb.status, 413, JSON.stringify(bomb.json));
+  assert.equal((await putOrc(good, 'application/octet-stream', {})).status, 401);
+  assert.ok(ORC_UPLOAD_HEADER === 24);
+});
