@@ -92,6 +92,7 @@ export interface Sample {
   source?: SourceRef;
 }
 
+/** Registers to start an unwind from and captured stack memory (sp itself may lie off every stack). */
 export function hasFullState(s: Sample): boolean {
   return s.regs?.ip !== undefined && s.regs.sp !== undefined && s.stacks.length > 0;
 }

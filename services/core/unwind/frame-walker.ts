@@ -85,23 +85,26 @@ export abstract class FrameWalker implements Unwinder {
   start(): void {
     const r = this.sample.regs;
     const pre = this.precondition();
-    if (r?.ip === undefined || r.sp === undefined || this.sample.stacks.length === 0) {
-      this.fail('no_regs', 'the sample carries no registers or no stack memory to unwind');
+    if (r?.ip === undefined || r.sp === undefined) {
+      this.fail('no_regs', 'the sample carries no registers to unwind');
       return;
     }
     const spLin = this.space.locateBig(r.sp, 0);
+    if (r.cs !== undefined && userMode(r.cs)) {
+      // user_mode(regs): the sample was taken in user space; there is no kernel stack to walk.
+      this.push({ ip: r.ip, ipS: Number(BigInt.asIntN(64, r.ip)), kind: 'start', stack: spLin >= 0 ? this.space.stackAt(spLin).type : 'task' });
+      this.end('user');
+      return;
+    }
     if (spLin < 0) {
+      // Kernel mode on no captured stack: e.g. the first instructions of entry_SYSCALL_64, which
+      // still run on the user's rsp. No frame pointer walk can start there.
       this.fail('no_regs', `sp ${formatHex64(r.sp)} lies on none of the sample's stacks`);
       return;
     }
     this.cur = this.space.stackAt(spLin);
     this.visit(this.cur);
     this.push({ ip: r.ip, ipS: Number(BigInt.asIntN(64, r.ip)), kind: 'start', stack: this.cur.type });
-    if (r.cs !== undefined && userMode(r.cs)) {
-      // user_mode(regs): the sample was taken in user space; there is no kernel stack to walk.
-      this.end('user');
-      return;
-    }
     if (pre !== undefined) {
       this.fail('pt_regs_not_decoded', pre);
       return;
