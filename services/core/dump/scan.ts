@@ -17,6 +17,7 @@ import type { Rejection } from './errors.ts';
 import { hasFullState, TOLERANCES, TRUTH_KINDS } from './sample.ts';
 import { MAX_SAMPLE_BYTES, MAX_STACK_SIZE } from './validate.ts';
 import { PT_REGS_FIELDS, STACK_TYPES } from '../stack/layout.ts';
+import { HEX_DIGITS, HexReader } from './hex.ts';
 
 /** What the API needs to know about one usable sample. */
 export interface ScannedSample {
@@ -40,12 +41,9 @@ const TAB = 0x09, SPACE = 0x20, CR = 0x0d, HASH = 0x23, DOT = 0x2e, QUOTE = 0x22
 const TWO32 = 4294967296;
 const SAFE = 2 ** 53;
 
-const HEX = new Int8Array(65536).fill(-1);
-for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
-for (let c = 0; c < 6; c++) {
-  HEX[0x61 + c] = 10 + c;
-  HEX[0x41 + c] = 10 + c;
-}
+// Module-local aliases: under tsx an imported binding read in a loop is a getter call.
+const HEX = HEX_DIGITS;
+const hx = new HexReader();
 
 const PT_REGS_INDEX = new Map<string, number>(PT_REGS_FIELDS.map((f, i) => [f, i]));
 const IP = PT_REGS_INDEX.get('ip')!, SP = PT_REGS_INDEX.get('sp')!, CS = PT_REGS_INDEX.get('cs')!, SS = PT_REGS_INDEX.get('ss')!;
@@ -57,37 +55,9 @@ const TOLERANCE_SET: ReadonlySet<string> = new Set(TOLERANCES);
 class Unsure {}
 const UNSURE = new Unsure();
 
-// The last hex number read: its halves and, when it fits, its signed value (exact within ±2^53).
-let hHi = 0;
-let hLo = 0;
-
-/** 1–16 hex digits of t[from, to) into hHi:hLo (readHex of text.ts); false when malformed. */
-function hex(t: string, from: number, to: number): boolean {
-  const n = to - from;
-  if (n <= 0 || n > 16) return false;
-  let hi = 0;
-  let lo = 0;
-  let bad = 0;
-  const split = n > 8 ? to - 8 : from;
-  for (let i = from; i < split; i++) {
-    const d = HEX[t.charCodeAt(i)]!;
-    hi = (hi << 4) | d;
-    bad |= d;
-  }
-  for (let i = split; i < to; i++) {
-    const d = HEX[t.charCodeAt(i)]!;
-    lo = (lo << 4) | d;
-    bad |= d;
-  }
-  if (bad < 0) return false;
-  hHi = hi >>> 0;
-  hLo = lo >>> 0;
-  return true;
-}
-
 /** The last number as a signed 64-bit value, or throws Unsure when a double cannot hold it exactly. */
 function signed(): number {
-  const v = (hHi | 0) * TWO32 + hLo;
+  const v = (hx.hi | 0) * TWO32 + hx.lo;
   if (v >= SAFE || v < -SAFE) throw UNSURE;
   return v;
 }
@@ -248,11 +218,11 @@ class FastScan {
       for (let p = j; p < k; p++) if (t.charCodeAt(p) === EQ) { eq = p; break; }
       if (eq < 0) throw UNSURE;
       const f = PT_REGS_INDEX.get(t.slice(j, eq));
-      if (f === undefined || (b.regsSeen & (1 << f)) !== 0 || !hex(t, eq + 1, k)) throw UNSURE;
+      if (f === undefined || (b.regsSeen & (1 << f)) !== 0 || !hx.read(t, eq + 1, k)) throw UNSURE;
       b.regsSeen |= 1 << f;
       if (f === IP) b.ip = signed();
       else if (f === SP) b.sp = signed();
-      else if ((f === CS || f === SS) && (hHi !== 0 || hLo > 0xffff)) throw UNSURE;
+      else if ((f === CS || f === SS) && (hx.hi !== 0 || hx.lo > 0xffff)) throw UNSURE;
       j = k;
     }
   }
@@ -265,9 +235,9 @@ class FastScan {
     const c = skipWs(t, be, end), ce = tokenEnd(t, c, end);
     if (ce !== end || c >= end || has(t, QUOTE, a, end)) throw UNSURE;
     const type = t.slice(a, ae);
-    if (!STACK_TYPE_SET.has(type) || !hex(t, bb, be)) throw UNSURE;
+    if (!STACK_TYPE_SET.has(type) || !hx.read(t, bb, be)) throw UNSURE;
     const begin = kernelAddr();
-    if (!hex(t, c, ce)) throw UNSURE;
+    if (!hx.read(t, c, ce)) throw UNSURE;
     const stEnd = kernelAddr();
     if (stEnd <= begin || stEnd - begin > MAX_STACK_SIZE) throw UNSURE;
     const b = this.b;
@@ -284,12 +254,12 @@ class FastScan {
     const a = skipWs(t, i, end), ae = tokenEnd(t, a, end);
     const c = skipWs(t, ae, end), ce = tokenEnd(t, c, end);
     if (ce !== end || c >= end || b.stacks.length === 0) throw UNSURE;
-    if (!hex(t, a, ae)) throw UNSURE;
-    const startHi = hHi, startLo = hLo;
+    if (!hx.read(t, a, ae)) throw UNSURE;
+    const startHi = hx.hi, startLo = hx.lo;
     const start = kernelAddr();
     const st = b.stacks[b.stacks.length - 1]!;
     if (start < st.begin || start > st.end) throw UNSURE;
-    if (!hex(t, c, ce)) throw UNSURE;
+    if (!hx.read(t, c, ce)) throw UNSURE;
     const wEnd = kernelAddr();
     if (wEnd < start || wEnd > st.end) throw UNSURE;
     const declared = wEnd - start;
@@ -311,14 +281,14 @@ class FastScan {
     const a = skipWs(t, i, end);
     const ae = tokenEnd(t, a, end);
     let j = skipWs(t, ae, end);
-    if (j >= end || b.win === undefined || !hex(t, a, ae)) throw UNSURE;
+    if (j >= end || b.win === undefined || !hx.read(t, a, ae)) throw UNSURE;
     let lo = b.winStartLo + b.winFill;
     let hi = b.winStartHi;
     if (lo >= TWO32) {
       lo -= TWO32;
       hi = (hi + 1) >>> 0;
     }
-    if (hLo !== lo || hHi !== hi) throw UNSURE;
+    if (hx.lo !== lo || hx.hi !== hi) throw UNSURE;
     let words = 0;
     while (j < end) {
       const k = j + 16;
@@ -339,7 +309,7 @@ class FastScan {
     if (has(t, QUOTE, i, end)) throw UNSURE;
     const a = skipWs(t, i, end), ae = tokenEnd(t, a, end);
     const k = skipWs(t, ae, end), ke = tokenEnd(t, k, end);
-    if (k >= end || !hex(t, a, ae) || !KIND_SET.has(t.slice(k, ke))) throw UNSURE;
+    if (k >= end || !hx.read(t, a, ae) || !KIND_SET.has(t.slice(k, ke))) throw UNSURE;
     let entry = false;
     let tolerated = false;
     let j = ke;

@@ -14,6 +14,7 @@ import {
 import { MAX_SAMPLE_BYTES, MAX_STACK_SIZE, validateSample } from './validate.ts';
 import { PT_REGS_FIELDS, STACK_TYPES, type PtRegsField, type StackType } from '../stack/layout.ts';
 import { callchainFlags } from './callchain-flags.ts';
+import { HEX_DIGITS, HexReader } from './hex.ts';
 
 export interface TextParseOptions {
   /** Named in source refs and error messages. */
@@ -37,14 +38,9 @@ const U64_MAX_DEC = '18446744073709551615';
 const TAB = 0x09, SPACE = 0x20, CR = 0x0d, HASH = 0x23, DOT = 0x2e, COLON = 0x3a, QUOTE = 0x22;
 const BACKSLASH = 0x5c, LPAREN = 0x28, RPAREN = 0x29, MINUS = 0x2d;
 
-// Indexed by any UTF-16 code unit, so the digit loops need no range check; -1 ORed into an
-// accumulator marks a bad digit without a branch per character.
-const HEX = new Int8Array(65536).fill(-1);
-for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
-for (let c = 0; c < 6; c++) {
-  HEX[0x61 + c] = 10 + c;
-  HEX[0x41 + c] = 10 + c;
-}
+// Module-local aliases: under tsx an imported binding read in a loop is a getter call.
+const HEX = HEX_DIGITS;
+const hex = new HexReader();
 
 function hexVal(c: number): number {
   return HEX[c] ?? -1;
@@ -54,34 +50,6 @@ function isWs(c: number): boolean {
 }
 function isDigit(c: number): boolean {
   return c >= 0x30 && c <= 0x39;
-}
-
-// The halves of the last hex number read by readHex. Module state, so the hot path allocates nothing.
-let hexHi = 0;
-let hexLo = 0;
-
-/** Reads 1–16 hex digits of t[from, to) into hexHi:hexLo. False when malformed or wider than 64 bits. */
-function readHex(t: string, from: number, to: number): boolean {
-  const n = to - from;
-  if (n <= 0 || n > 16) return false;
-  let hi = 0;
-  let lo = 0;
-  let bad = 0;
-  const split = n > 8 ? to - 8 : from; // digits left of split belong to the high half
-  for (let i = from; i < split; i++) {
-    const d = HEX[t.charCodeAt(i)]!;
-    hi = (hi << 4) | d;
-    bad |= d;
-  }
-  for (let i = split; i < to; i++) {
-    const d = HEX[t.charCodeAt(i)]!;
-    lo = (lo << 4) | d;
-    bad |= d;
-  }
-  if (bad < 0) return false;
-  hexHi = hi >>> 0;
-  hexLo = lo >>> 0;
-  return true;
 }
 
 function bigOfHalves(hi: number, lo: number): bigint {
@@ -268,8 +236,8 @@ export interface FrameText {
  */
 export function parseFrameText(t: string, from: number, end: number): FrameText | undefined {
   const ae = tokenEnd(t, from, end);
-  if (!readHex(t, from, ae)) return undefined;
-  const f: FrameText = { addr: bigOfHalves(hexHi, hexLo) };
+  if (!hex.read(t, from, ae)) return undefined;
+  const f: FrameText = { addr: bigOfHalves(hex.hi, hex.lo) };
   if (ae >= end) return f;
   const r = ae + 1; // exactly one separator, as perf prints it
   let symEnd = end;
@@ -625,9 +593,9 @@ class TextDumpParser {
         if (field !== undefined) {
           let v = colon + 1;
           if (t.charCodeAt(v) === 0x30 && (t.charCodeAt(v + 1) | 0x20) === 0x78) v += 2;
-          if (!readHex(t, v, k)) throw this.err('bad_hex', `regs.${field}`, `register ${t.slice(j, colon)} value '${clip(t.slice(colon + 1, k))}' is not a 64-bit hex number`);
+          if (!hex.read(t, v, k)) throw this.err('bad_hex', `regs.${field}`, `register ${t.slice(j, colon)} value '${clip(t.slice(colon + 1, k))}' is not a 64-bit hex number`);
           const regs = (b.regs ??= {});
-          if (!b.regsFromDot.has(field)) regs[field] = bigOfHalves(hexHi, hexLo);
+          if (!b.regsFromDot.has(field)) regs[field] = bigOfHalves(hex.hi, hex.lo);
         }
         // perf also prints DS, ES, FS, GS, XMM*, SSP...: not part of pt_regs as sampled, ignored.
       }
@@ -783,9 +751,9 @@ class TextDumpParser {
       const name = t.slice(j, eq);
       if (!PT_REGS_SET.has(name)) throw this.err('bad_field', `regs.${clip(name)}`, `unknown pt_regs field '${clip(name)}'`);
       if (b.regsFromDot.has(name)) throw this.err('bad_field', `regs.${name}`, `register ${name} appears twice`);
-      if (!readHex(t, eq + 1, k)) throw this.err('bad_hex', `regs.${name}`, `register ${name} value '${clip(t.slice(eq + 1, k))}' is not 1-16 hex digits`);
+      if (!hex.read(t, eq + 1, k)) throw this.err('bad_hex', `regs.${name}`, `register ${name} value '${clip(t.slice(eq + 1, k))}' is not 1-16 hex digits`);
       b.regsFromDot.add(name);
-      regs[name as PtRegsField] = bigOfHalves(hexHi, hexLo);
+      regs[name as PtRegsField] = bigOfHalves(hex.hi, hex.lo);
       j = k;
     }
   }
@@ -793,8 +761,8 @@ class TextDumpParser {
   private hexToken(toks: string[], idx: number, field: string, what: string): bigint {
     const tok = toks[idx];
     if (tok === undefined) throw this.err('bad_field', field, `missing ${what}`);
-    if (!readHex(tok, 0, tok.length)) throw this.err('bad_hex', field, `${what} '${clip(tok)}' is not 1-16 hex digits`);
-    return bigOfHalves(hexHi, hexLo);
+    if (!hex.read(tok, 0, tok.length)) throw this.err('bad_hex', field, `${what} '${clip(tok)}' is not 1-16 hex digits`);
+    return bigOfHalves(hex.hi, hex.lo);
   }
 
   /** `.stack <type> <begin> <end>` */
@@ -816,7 +784,7 @@ class TextDumpParser {
     const toks = extTokens(this.t, i, end);
     if (toks.length < 1 || toks.length > 2) throw this.err('bad_field', 'window', '.window takes <start> [<end>]');
     const start = this.hexToken(toks, 0, 'window.start', 'window start');
-    const startHi = hexHi, startLo = hexLo;
+    const startHi = hex.hi, startLo = hex.lo;
     if (b.stacks.length === 0) throw this.err('bad_field', 'window', '.window before any .stack');
     let st = b.stacks[b.stacks.length - 1]!;
     if (!windowInside(st, start)) {
@@ -847,14 +815,14 @@ class TextDumpParser {
   private continueWindow(b: SampleBlock, t: string, from: number, to: number, kw: string, n: number): WindowBuilder {
     const w = b.window;
     if (w === undefined) throw this.err('bad_field', kw, `.${kw} before any .window`);
-    if (!readHex(t, from, to)) throw this.err('bad_hex', `${kw}.addr`, `address '${clip(t.slice(from, to))}' is not 1-16 hex digits`);
+    if (!hex.read(t, from, to)) throw this.err('bad_hex', `${kw}.addr`, `address '${clip(t.slice(from, to))}' is not 1-16 hex digits`);
     let lo = w.startLo + w.fill;
     let hi = w.startHi;
     if (lo >= 4294967296) {
       lo -= 4294967296;
       hi = (hi + 1) >>> 0;
     }
-    if (hexLo !== lo || hexHi !== hi) {
+    if (hex.lo !== lo || hex.hi !== hi) {
       throw this.err('bad_field', `${kw}.addr`, `.${kw} at ${t.slice(from, to)} does not continue the window: expected ${hi.toString(16).padStart(8, '0')}${lo.toString(16).padStart(8, '0')}`);
     }
     this.reserve(b, w, n, kw);
