@@ -90,11 +90,9 @@ test('API and two workers on a 3-node Redis Cluster check every uploaded sample 
   assert.equal(workers.reduce((n, w) => n + w.batches, 0), batches);
   const c = new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })));
   try {
-    const slot = Number(await c.cluster('KEYSLOT', `${prefix}:x`));
     let found = 0;
     for (const node of c.nodes('master')) found += (await node.keys(`${prefix}*`)).length;
     assert.ok(found > 0, 'the service wrote its keys to the cluster');
-    assert.ok(slot >= 0 && slot < 16384);
   } finally {
     c.disconnect();
   }

@@ -10,12 +10,12 @@ import { startApi, type ApiServer } from '../../services/api/server.ts';
 import { TokenSet } from '../../services/api/tokens.ts';
 import { CheckerWorker } from '../../services/pipeline/queue.ts';
 import { formatTextDump } from '../../services/core/dump/text.ts';
-import type { Regs, Sample } from '../../services/core/dump/sample.ts';
-import { PT_REGS_OFFSET, type PtRegsField } from '../../services/core/stack/layout.ts';
+import type { Sample } from '../../services/core/dump/sample.ts';
 import {
-  decodeOrcUpload, encodeOrcEntry, encodeOrcUpload, OrcFormatError, OrcTable, ORC_REG, ORC_TYPE, ORC_UPLOAD_HEADER, type OrcEntry,
+  decodeOrcUpload, encodeOrcEntry, encodeOrcUpload, OrcFormatError, OrcTable, ORC_UPLOAD_HEADER, type OrcEntry,
 } from '../../services/core/unwind/orc-table.ts';
 import { TOKEN, TOKEN_HOST, auth, cleanup, testConfig, uniquePrefix, waitFor } from './helpers.ts';
+import { CALL, ORC_KALLSYMS, ORC_ROWS, pageFaultStack } from '../support/orc-kernel.ts';
 
 const prefix = uniquePrefix('orc');
 const cfg = { ...testConfig(prefix, { STACKSANITY_TRACE_PASSING: '1', STACKSANITY_MAX_ORC_BODY: '4096', STACKSANITY_RATE_LIMIT: '1000' }), combinedMetrics: true };
@@ -23,52 +23,13 @@ const BUILD = 'orc-test-build';
 let api: ApiServer;
 let worker: CheckerWorker;
 
-// A syscall (entry_SYSCALL_64 -> do_syscall_64 -> mid_fn) in which mid_fn takes a page fault;
-// asm_exc_page_fault builds pt_regs and calls exc_page_fault, sampled after its `push %rbx`.
-const KALLSYMS = `ffffffff81000000 T _stext
-ffffffff81000100 T exc_page_fault
-ffffffff81000140 T retpoline_like_thunk
-ffffffff81000200 T mid_fn
-ffffffff81000300 T do_syscall_64
-ffffffff81000400 T undefined_fn
-ffffffff81e00000 T __entry_text_start
-ffffffff81e00000 T entry_SYSCALL_64
-ffffffff81e00100 T __irqentry_text_start
-ffffffff81e00100 T asm_exc_page_fault
-ffffffff81e00200 T __irqentry_text_end
-ffffffff81e00200 T __entry_text_end
-ffffffff81e01000 T _etext
-`;
-
-const sp = (spReg: number, off: number, type: OrcEntry['type']): OrcEntry => ({ spOffset: off, bpOffset: 0, spReg, bpReg: ORC_REG.UNDEFINED, type, signal: type === ORC_TYPE.REGS || type === ORC_TYPE.REGS_PARTIAL });
-const CALL = (off: number): OrcEntry => sp(ORC_REG.SP, off, ORC_TYPE.CALL);
-const REGS = (off: number): OrcEntry => sp(ORC_REG.SP, off, ORC_TYPE.REGS);
-const PARTIAL = (off: number): OrcEntry => sp(ORC_REG.SP, off, ORC_TYPE.REGS_PARTIAL);
-const END = sp(ORC_REG.UNDEFINED, 0, ORC_TYPE.END_OF_STACK);
-const WEAK = sp(ORC_REG.UNDEFINED, 0, ORC_TYPE.UNDEFINED);
-
-/** The rows objtool would emit for the functions above, sorted by address. */
-const ROWS: [bigint, OrcEntry][] = [
-  [0xffffffff81000000n, CALL(8)],
-  [0xffffffff81000100n, CALL(8)], // exc_page_fault entry
-  [0xffffffff81000101n, CALL(16)], // after push %rbx
-  [0xffffffff81000140n, END], // a thunk with UNWIND_HINT_EMPTY
-  [0xffffffff81000160n, CALL(8)],
-  [0xffffffff81000200n, CALL(8)],
-  [0xffffffff81000202n, CALL(24)], // mid_fn after two pushes
-  [0xffffffff81000300n, CALL(8)],
-  [0xffffffff81000301n, CALL(16)], // do_syscall_64 after push %rbx
-  [0xffffffff81000400n, WEAK],
-  [0xffffffff81e00000n, END], // entry_SYSCALL_64+0: still on the user stack
-  [0xffffffff81e00040n, REGS(0)], // pt_regs complete, `call do_syscall_64` at +0x40
-  [0xffffffff81e00100n, PARTIAL(8)], // asm_exc_page_fault: iret frame above the error code
-  [0xffffffff81e00110n, REGS(0)], // pt_regs complete, `call exc_page_fault` at +0x18
-  [0xffffffff81e00200n, WEAK],
-];
+// The kernel, its ORC rows and its page-fault stack: test/support/orc-kernel.ts.
+const KALLSYMS = ORC_KALLSYMS;
+const ROWS = ORC_ROWS;
 const IP_SECTION_ADDR = 0xffffffff82c5f474n;
 
 /** The two sections as the vmlinux holds them: s32 ip offsets relative to their own slot. */
-function sections(rows = ROWS, base = IP_SECTION_ADDR): { layout: 'type2'; ipSectionAddr: bigint; ipSection: Uint8Array; unwindSection: Uint8Array } {
+function sections(rows: readonly (readonly [bigint, OrcEntry])[] = ROWS, base = IP_SECTION_ADDR): { layout: 'type2'; ipSectionAddr: bigint; ipSection: Uint8Array; unwindSection: Uint8Array } {
   const ipSection = new Uint8Array(rows.length * 4);
   const unwindSection = new Uint8Array(rows.length * 6);
   const dv = new DataView(ipSection.buffer);
@@ -79,38 +40,10 @@ function sections(rows = ROWS, base = IP_SECTION_ADDR): { layout: 'type2'; ipSec
   return { layout: 'type2', ipSectionAddr: base, ipSection, unwindSection };
 }
 
-const STACK_BEGIN = 0xffffc90000630000n;
-const STACK_END = STACK_BEGIN + 0x4000n;
-const P_USER = STACK_END - 168n; // task_pt_regs
-
 /** The stack as the CPU and the entry code write it; the sample is taken at exc_page_fault+4. */
 function pageFaultSample(host: string, ip = 0xffffffff81000104n): { sample: Sample; pKernel: bigint } {
-  const mem = new Uint8Array(0x4000);
-  const dv = new DataView(mem.buffer);
-  const put = (addr: bigint, v: bigint): void => dv.setBigUint64(Number(addr - STACK_BEGIN), v, true);
-  const regs = (at: bigint, r: Partial<Record<PtRegsField, bigint>>): void => {
-    for (const [k, v] of Object.entries(r)) put(at + BigInt(PT_REGS_OFFSET[k as PtRegsField]), v);
-  };
-  regs(P_USER, { ip: 0x401234n, cs: 0x33n, flags: 0x246n, sp: 0x7ffc0000f000n, ss: 0x2bn, bp: 0x7ffc0000f100n });
-  put(P_USER - 8n, 0xffffffff81e00045n); // return into entry_SYSCALL_64 (call at +0x40)
-  put(P_USER - 16n, 0x1111n); // do_syscall_64: push %rbx
-  put(P_USER - 24n, 0xffffffff81000315n); // return into do_syscall_64
-  put(P_USER - 32n, 0x2222n);
-  put(P_USER - 40n, 0x3333n); // mid_fn's two pushes: rsp = P_USER - 40 at mid_fn+8
-  const rspBefore = P_USER - 40n;
-  const pKernel = (rspBefore & ~0xfn) - 168n; // the CPU aligns rsp to 16, then the iret frame + the stub's pushes
-  regs(pKernel, { ip: 0xffffffff81000208n, cs: 0x10n, flags: 0x82n, sp: rspBefore, ss: 0x18n, orig_ax: 0n, bp: 0x4444n });
-  put(pKernel - 8n, 0xffffffff81e0011dn); // return into asm_exc_page_fault (call at +0x18)
-  put(pKernel - 16n, 0x5555n); // exc_page_fault: push %rbx
-  const rsp = pKernel - 16n;
-  const r: Regs = { ip, sp: rsp, bp: 0x4444n, cs: 0x10n, flags: 0x82n, ss: 0x18n };
-  return {
-    pKernel,
-    sample: {
-      trigger: 'nmi', regs: r, kernel: BUILD, host, comm: 'cat', pid: 42, tid: 42, cpu: 0, time: '1.000000',
-      stacks: [{ type: 'task', begin: STACK_BEGIN, end: STACK_END, windows: [{ start: rsp, bytes: mem.subarray(Number(rsp - STACK_BEGIN)) }] }],
-    },
-  };
+  const { sample, pKernel } = pageFaultStack(ip);
+  return { pKernel, sample: { ...sample, kernel: BUILD, host, comm: 'cat', pid: 42, tid: 42, cpu: 0, time: '1.000000' } };
 }
 
 function tokens(): TokenSet {

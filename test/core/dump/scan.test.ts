@@ -15,18 +15,10 @@ import { formatTextDump, parseTextDump } from '../../../services/core/dump/text.
 import { hasFullState, type Sample } from '../../../services/core/dump/sample.ts';
 import { scanTextDump } from '../../../services/core/dump/scan.ts';
 import { feederSource } from '../../../services/pipeline/feed.ts';
+import { xorshift } from '../../support/rng.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
-function xorshift(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 let fastCount = 0;
 

@@ -8,16 +8,8 @@ import { formatTextDump, parseTextDump } from '../../../services/core/dump/text.
 import { validateSample } from '../../../services/core/dump/validate.ts';
 import { REJECT_REASONS } from '../../../services/core/dump/errors.ts';
 import type { Sample } from '../../../services/core/dump/sample.ts';
+import { xorshift } from '../../support/rng.ts';
 
-function xorshift(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 function ownSample(i: number): Sample {
   const begin = 0xffffc90000000000n + BigInt(i) * 0x10000n;

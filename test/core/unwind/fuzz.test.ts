@@ -8,19 +8,8 @@ import type { Sample } from '../../../services/core/dump/sample.ts';
 import { STRATEGIES } from '../../../services/core/unwind/types.ts';
 import { cloneSample } from '../../support/stack-image.ts';
 import { ENCODED, KENTRY, SECTION, pageFault, nmiInIrq, kthread, NMI_SAMPLE_AT, type Flavour } from './fixtures.ts';
+import { xorshift as rng } from '../../support/rng.ts';
 
-/** xorshift32: a small deterministic generator for the mutations. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 4294967296;
-  };
-}
 
 function seeds(f: Flavour): Sample[] {
   return [pageFault(f).b.sample, nmiInIrq(f).sample({ at: NMI_SAMPLE_AT }).sample, kthread(f).b.sample];
