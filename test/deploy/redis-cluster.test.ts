@@ -90,6 +90,8 @@ test('API and two workers on a 3-node Redis Cluster check every uploaded sample 
   assert.equal(workers.reduce((n, w) => n + w.batches, 0), batches);
   const c = new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })));
   try {
+    // The client learns the masters once connected.
+    if (c.status !== 'ready') await new Promise((r) => c.once('ready', r));
     let found = 0;
     for (const node of c.nodes('master')) found += (await node.keys(`${prefix}*`)).length;
     assert.ok(found > 0, 'the service wrote its keys to the cluster');
