@@ -7,6 +7,8 @@
 //  2. dump text parse MB/s. Baseline: splitting the same text into lines.
 //  3. perf script parse MB/s on the FlameGraph example (corpus). Same baseline.
 //  4. a 100,000-symbol kallsyms load.
+//  5. the binary batch form (API -> workers) on emulated-fleet batches of 500 samples: text ->
+//     binary transcode and binary decode, µs per sample. Baseline: parseTextDump of the same text.
 import { readFileSync, existsSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { cpus } from 'node:os';
@@ -14,6 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import { checkSample } from '../services/core/check/checker.ts';
 import { parseTextDump, formatTextDump } from '../services/core/dump/text.ts';
+import { decodeBatch, transcodeTextDump } from '../services/core/dump/batch.ts';
+import { EmulatedFleet } from '../services/emulator/index.ts';
 import { KernelProfile } from '../services/core/symbols/profile.ts';
 import { STRATEGIES } from '../services/core/unwind/types.ts';
 import type { Sample } from '../services/core/dump/sample.ts';
@@ -164,6 +168,33 @@ function main(): void {
     return 1;
   });
   console.log(`   100,000 symbols: ${(1000 / kl.perSec).toFixed(1)} ms per load`);
+
+  console.log(`\n5. binary batch form (µs per sample, emulated-fleet batches of 500)`);
+  const fleet = new EmulatedFleet({ seed: 7, layout: 'all', hosts: 16, faults: ['corrupt_bp', 'clobber_ret', 'stale_frames'], faultRate: 0.05 });
+  const texts = Array.from({ length: 8 }, () => formatTextDump(fleet.batch(500)));
+  const uploads = texts.map((t) => Buffer.from(t, 'utf8'));
+  const batches = texts.map((t) => transcodeTextDump(t));
+  if (!batches.every((b) => b.fast)) throw new Error('fleet batches should take the transcoder fast path');
+  const binaries = batches.map((b) => b.bytes);
+  const perBatch = (fn: (i: number) => void) => {
+    let i = 0;
+    return timeIt(2000, () => {
+      fn(i++ % 8);
+      return 500;
+    });
+  };
+  const us = (r: { perSec: number }) => 1e6 / r.perSec;
+  const baseP = perBatch((i) => parseTextDump(texts[i]!));
+  const tr = perBatch((i) => transcodeTextDump(texts[i]!));
+  const trb = perBatch((i) => transcodeTextDump(uploads[i]!));
+  const dec = perBatch((i) => decodeBatch(binaries[i]!));
+  const textBytes = texts.reduce((n, t) => n + t.length, 0) / 8 / 500;
+  const binBytes = binaries.reduce((n, b) => n + b.length, 0) / 8 / 500;
+  console.log(`   input: ${textBytes.toFixed(0)} text bytes -> ${binBytes.toFixed(0)} binary bytes per sample`);
+  console.log(`   baseline parseTextDump:           ${us(baseP).toFixed(2)} µs/sample`);
+  console.log(`   transcode text -> binary:         ${us(tr).toFixed(2)} µs/sample  (${(us(tr) / us(baseP)).toFixed(3)}x baseline)`);
+  console.log(`   transcode UTF-8 bytes -> binary:  ${us(trb).toFixed(2)} µs/sample  (${(us(trb) / us(baseP)).toFixed(3)}x baseline)`);
+  console.log(`   decode binary batch:              ${us(dec).toFixed(2)} µs/sample  (${(us(dec) / us(baseP)).toFixed(3)}x baseline)`);
 }
 
 function fmt(n: number): string {

@@ -56,11 +56,19 @@ function cpuOf(pid: number): number {
   }
 }
 
+/**
+ * Child pids from /proc (the kernel's children list), falling back to ps. Read, not spawned, on
+ * every RSS tick: a `ps` per tick cost the bench client more CPU than its HTTP uploads.
+ */
 function childrenOf(pid: number): number[] {
   try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').map(Number).filter((n) => n > 0);
   } catch {
-    return [];
+    try {
+      return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+    } catch {
+      return [];
+    }
   }
 }
 
@@ -144,7 +152,7 @@ async function main(): Promise<void> {
     }, 250);
 
     // Completion watcher: upload time per job id, polled for its commit marker.
-    const pending = new Map<string, { t0: number; phase: Phase }>();
+    const pending = new Map<string, { t0: number; phase: Phase; done: () => void }>();
     let seq = 0;
     let polling = false;
     const watch = setInterval(() => {
@@ -159,6 +167,7 @@ async function main(): Promise<void> {
           const e = pending.get(id);
           if (e && res?.[i]?.[1] === 1) {
             pending.delete(id);
+            e.done();
             e.phase.latencies.push(now - e.t0);
             e.phase.committed += BATCH;
           }
@@ -166,7 +175,8 @@ async function main(): Promise<void> {
       }, (e: Error) => log(`watcher: ${e.message}`)).finally(() => { polling = false; });
     }, 20);
 
-    const upload = async (phase: Phase): Promise<void> => {
+    /** Uploads one batch; resolves with a promise of its commit (the watcher settles it). */
+    const upload = async (phase: Phase): Promise<Promise<void>> => {
       const body = bodies[seq % bodies.length]!;
       const t0 = performance.now();
       const r = await fetch(`${base}/v1/samples?source=emulator`, { method: 'POST', headers: { ...auth, 'content-type': 'application/gzip', 'idempotency-key': `bench-${seq++}` }, body });
@@ -174,7 +184,7 @@ async function main(): Promise<void> {
       if (r.status !== 202 || !j.job) throw new Error(`upload: ${r.status} ${JSON.stringify(j).slice(0, 300)}`);
       phase.uploaded += j.accepted ?? 0;
       phase.rejected += j.rejected ?? 0;
-      pending.set(j.job, { t0, phase });
+      return new Promise<void>((done) => pending.set(j.job!, { t0, phase, done }));
     };
 
     // CPU per process over phase 1: where the service's time goes, per committed sample. The
@@ -196,8 +206,8 @@ async function main(): Promise<void> {
     const end1 = t1 + SECONDS * 1000;
     await Promise.all(Array.from({ length: INFLIGHT }, async () => {
       while (performance.now() < end1) {
-        await upload(sat);
-        while ([...pending.values()].filter((e) => e.phase === sat).length >= INFLIGHT) await sleep(5);
+        // Closed loop: this slot's next upload waits for its previous batch's verdicts.
+        await (await upload(sat));
       }
     }));
     const committedAtEnd = sat.committed;
@@ -218,7 +228,7 @@ async function main(): Promise<void> {
       const due = t2 + k * interval;
       const wait = due - performance.now();
       if (wait > 0) await sleep(wait);
-      inflight.push(upload(paced));
+      inflight.push(upload(paced).then(() => undefined));
     }
     await Promise.all(inflight);
     paced.seconds = (performance.now() - t2) / 1000;
@@ -228,6 +238,10 @@ async function main(): Promise<void> {
     clearInterval(sampler);
     clearInterval(watch);
     const info = await redis.info('memory');
+    // Where Redis's own CPU went, by command (Lua scripts show as evalsha plus what they call).
+    const cmdStats = [...(await redis.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
+      .map((m) => ({ cmd: m[1]!, calls: Number(m[2]), usec: Number(m[3]) }))
+      .sort((a, b) => b.usec - a.usec).slice(0, 10);
     const mem = (k: string): number => Number(new RegExp(`${k}:(\\d+)`).exec(info)?.[1] ?? 0);
     const cmd = (pid: number): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
     const workerPids = childrenOf(serve.pid!).filter((p) => cmd(p).includes('workers/checker'));
@@ -258,6 +272,12 @@ async function main(): Promise<void> {
       ...cpuUsed.map(([n, c]) => `| ${n} | ${c.toFixed(2)} | ${(c / sat.seconds).toFixed(2)} | ${(c * 1e6 / Math.max(1, committedAtEnd)).toFixed(1)} |`),
       `| service total (API + workers + Redis) | ${svcCpu.toFixed(2)} | ${(svcCpu / sat.seconds).toFixed(2)} | ${(svcCpu * 1e6 / Math.max(1, committedAtEnd)).toFixed(1)} |`,
       `| ceiling on ${cpu.length} cores at that cost (all cores to the service) | | | ${(cpu.length / (svcCpu / Math.max(1, committedAtEnd))).toFixed(0)} samples/s |`,
+      '',
+      'Redis commands over the whole run (INFO commandstats, top 10 by time; script bodies count under the commands they call too):',
+      '',
+      '| command | calls | µs total | µs per call |',
+      '|---|---:|---:|---:|',
+      ...cmdStats.map((c) => `| ${c.cmd} | ${c.calls} | ${c.usec} | ${(c.usec / Math.max(1, c.calls)).toFixed(1)} |`),
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

@@ -8,13 +8,14 @@ import type { Redis } from 'ioredis';
 import { DumpError, type Rejection } from '../core/dump/errors.ts';
 import type { ServiceConfig } from '../pipeline/config.ts';
 import { OrcFormatError } from '../core/unwind/orc-table.ts';
-import { JOB_NAME, decodeBody, gunzipBody, jobIdFor, scanBatch, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
+import { JOB_NAME, decodeBody, encodeBatch, gunzipBody, jobIdFor, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
 import { Keys } from '../pipeline/keys.ts';
 import { KernelStore } from '../pipeline/kernels.ts';
 import { renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
 import type { BatchQueue } from '../pipeline/queue.ts';
 import { CursorError, type TraceStore } from '../pipeline/trace-store.ts';
 import { BASELINE } from '../pipeline/check-batch.ts';
+import { kernelLookup, traceDetail, traceDetailJson } from '../pipeline/trace-view.ts';
 import * as S from './schemas.ts';
 import { TokenSet, tokenKey } from './tokens.ts';
 import { renderIndex, renderTrace } from './web.ts';
@@ -146,17 +147,17 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       const raw = req.body as Buffer;
       const uploader = req.principal!;
       if (!Buffer.isBuffer(raw) || raw.length === 0) return reply.code(400).send({ error: 'bad_request', message: 'the body is empty', rejected: 0, errors: [] });
-      let text: string;
+      let body: Buffer;
       try {
-        text = decodeBody(raw, cfg.maxSamplesDecoded);
+        body = gunzipBody(raw, cfg.maxSamplesDecoded);
       } catch (e) {
         if (!(e instanceof DumpError)) throw e;
         metrics.rejected.inc({ reason: e.reason });
         return reply.code(e.reason === 'oversized' ? 413 : 400).send({ error: e.reason, message: e.describe() });
       }
       const format = formatOf(req.headers['content-type']);
-      // Validate only: the worker builds the samples (from the same bytes, with the same parser).
-      const parsed = scanBatch(text, format, cfg.maxSamplesDecoded);
+      // Read once: the worker checks the binary batch made here and parses no text.
+      const parsed = encodeBatch(body, format, cfg.maxSamplesDecoded);
       const rejections: Rejection[] = [...parsed.rejected];
       const known = new Map<string, boolean>();
       const skip: number[] = [];
@@ -190,12 +191,13 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       const duplicate = (await store.isCommitted(jobId)) || (await queue.getJob(jobId)) !== undefined;
       if (!duplicate) {
         const data: BatchJob = {
-          v: 1, format, gzip: raw[0] === 0x1f, uploader, source: q.source, receivedAt: Date.now(), accepted,
+          v: 2, format, gzip: false, uploader, source: q.source, receivedAt: Date.now(), accepted,
           skip: [...skip, ...parsed.rejected.map((r) => r.sampleIndex)].sort((a, b) => a - b),
           ...(q.kernel !== undefined ? { kernel: q.kernel } : {}),
         };
         // NX: an Idempotency-Key reused with other bytes must not replace the first upload's batch.
-        await redis.set(keys.body(jobId), raw, 'EX', cfg.idempotencySeconds, 'NX');
+        const bytes = Buffer.from(parsed.bytes.buffer, parsed.bytes.byteOffset, parsed.bytes.byteLength);
+        await redis.set(keys.body(jobId), bytes, 'EX', cfg.idempotencySeconds, 'NX');
         // The 202 waits for this: once add() resolves the job is in Redis.
         await queue.add(JOB_NAME, data, { jobId });
         metrics.received.inc({ source: q.source }, accepted);
@@ -328,7 +330,8 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     const { id } = req.params as { id: string };
     const t = await store.get(id);
     if (t === null) return reply.code(404).send({ error: 'not_found', message: `no trace '${id}' (unknown, or evicted by retention)` });
-    return reply.type('application/json; charset=utf-8').send(t);
+    // Rendered now from the stored sample (trace-view.ts), not stored rendered.
+    return reply.type('application/json; charset=utf-8').send(await traceDetailJson(t, kernelLookup(kernels)));
   });
 
   app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_req, reply) => {
@@ -372,7 +375,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     const { id } = req.params as { id: string };
     const t = await store.get(id);
     if (t === null) return reply.code(404).type('text/html; charset=utf-8').send('<p>no such trace (evicted?) — <a href="/">back</a></p>');
-    return reply.type('text/html; charset=utf-8').send(renderTrace(JSON.parse(t) as Record<string, unknown>));
+    return reply.type('text/html; charset=utf-8').send(renderTrace(await traceDetail(t, kernelLookup(kernels))));
   });
 
   return app;

@@ -1,5 +1,6 @@
 // The web page: server-rendered HTML, no build step. Recent failing traces with links, and one
-// trace with each strategy's kernel-style text.
+// trace with each strategy's kernel-style text (or, when its kernel's profile is gone, the
+// recorded verdicts and why the frames are missing).
 import type { TraceMeta } from '../pipeline/trace-store.ts';
 
 const STYLE = `body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;max-width:72em}table{border-collapse:collapse}
@@ -35,11 +36,20 @@ ${(r.missing as string[] | undefined)?.length ? `<p>missing: <code>${esc((r.miss
 <pre>${esc(r.kernel_text)}</pre>`;
   }).join('\n');
   const sample = (t.sample ?? {}) as Record<string, unknown>;
+  // The detail is re-derived on read (trace-view.ts): say when that is not what the check saw.
+  const recheck = t.recheck as { profile_rev_then: number | null; profile_rev_now: number | null; verdicts_changed: boolean; then?: Record<string, unknown>; now?: Record<string, unknown> } | undefined;
+  const notes = [
+    ...(typeof t.message === 'string' ? [`<p class="bad">${esc(t.message)}</p><p>recorded verdicts: failing strategies <code>${esc(((t.strategies as string[] | undefined) ?? []).join(', ') || 'none')}</code> · reasons <code>${esc(((t.reasons as string[] | undefined) ?? []).join(', ') || 'none')}</code></p>`] : []),
+    ...(recheck ? [`<p class="bad">Re-derived with the kernel profile as it is now (revision ${esc(recheck.profile_rev_now ?? 'unknown')}); the sample was checked with revision ${esc(recheck.profile_rev_then ?? 'unknown')}.${recheck.verdicts_changed
+      ? ` The verdicts differ from the stored ones: then ${esc(recheck.then?.status)} (${esc(((recheck.then?.reasons as string[] | undefined) ?? []).join(', ') || 'no reasons')}), now ${esc(recheck.now?.status)} (${esc(((recheck.now?.reasons as string[] | undefined) ?? []).join(', ') || 'no reasons')}).`
+      : ' The verdicts are the stored ones; frames and symbols below are from the current profile.'}</p>`] : []),
+  ].join('\n');
   return `<!doctype html><html><head><meta charset="utf-8"><title>trace ${esc(t.id)}</title><style>${STYLE}</style></head><body>
 <p><a href="/">← recent failing traces</a> · <a href="/v1/traces/${esc(t.id)}">JSON</a></p>
 <h1>${esc(sample.comm ?? '?')} ${esc(sample.tid ?? sample.pid ?? '')} on ${esc(t.host)}</h1>
 <p>kernel <code>${esc(t.kernel)}</code> · cpu ${esc(sample.cpu ?? '?')} · trigger ${esc(sample.trigger)} · received ${esc(t.received_at)} · ${esc(t.status)}${(t.disagreements as string[] | undefined)?.length ? ` · disagree: ${esc((t.disagreements as string[]).join(' '))}` : ''}</p>
 <p>registers: <code>${esc(Object.entries((sample.regs ?? {}) as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(' '))}</code></p>
+${notes}
 ${sections}
 </body></html>`;
 }

@@ -1,18 +1,22 @@
 // Checks one batch: every sample with the fp baseline plus the entry-aware strategies its kernel
 // supports, tallied into metric deltas, per-host and per-kernel summaries, and trace records for
 // failing samples (and a sampled share of passing ones). No I/O here except the profile lookup.
+//
+// A stored trace keeps the sample's binary record and what it was checked against, not rendered
+// output: the detail (frames, symbols, kernel-style text) is re-derived when someone reads it
+// (trace-view.ts), because only a few stored traces are ever read while every one was paid for on
+// the hot path. Per-sample bookkeeping goes into flat counters indexed by strategy and verdict
+// and becomes the summaries' field maps once per batch.
 import { performance } from 'node:perf_hooks';
 import { checkSample, type SampleCheck } from '../core/check/checker.ts';
 import { GOOD_VERDICTS, VERDICTS } from '../core/check/reasons.ts';
-import { sampleToJson } from '../core/dump/json.ts';
+import { decodeBatch, decodeSampleRecord, encodeSamples } from '../core/dump/batch.ts';
 import { hasFullState, type Sample } from '../core/dump/sample.ts';
-import { renderKernelTrace } from '../core/render/kernel-text.ts';
-import { sampleCheckToJson } from '../core/render/json.ts';
 import type { KernelProfile } from '../core/symbols/profile.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import type { BatchJob, BatchResult } from './job.ts';
 import { BatchTally, TALLY_STRATEGIES, strategyIndex, verdictIndex } from './metrics.ts';
-import type { BatchWrite, TraceRecord } from './trace-store.ts';
+import { encodeTraceBody, type BatchWrite, type TraceHeader, type TraceRecord } from './trace-store.ts';
 
 /**
  * The fp baseline loses the interrupted function at every entry by design (docs/architecture.md).
@@ -24,6 +28,13 @@ export const BASELINE: ReadonlySet<StrategyName> = new Set(['fp']);
 
 export interface CheckContext {
   profile: (buildId: string) => Promise<KernelProfile | undefined>;
+  /**
+   * The revision of the build's profile (KernelStore's `rev`), recorded with each stored trace so
+   * that a detail rendered later says when the symbols or options changed since the check. Asked
+   * before `profile`, so a racing upload makes the recorded revision older, never newer: the
+   * detail then reports a change that may not be one rather than hide one.
+   */
+  profileRev?: (buildId: string) => Promise<number | undefined>;
   /** The host label value for a host, or undefined when the host label is off. */
   hostLabel?: (host: string) => Promise<string>;
   passingRatio: number;
@@ -45,6 +56,20 @@ const strategyCache = new WeakMap<KernelProfile, StrategyName[]>();
 /** Summary field names `<strategy>:<verdict>`, made once: building them per result cost ~1 µs a sample. */
 const SUMMARY_KEYS: string[][] = TALLY_STRATEGIES.map((st) => VERDICTS.map((v) => `${st}:${v}`));
 
+const NS = TALLY_STRATEGIES.length;
+const NV = VERDICTS.length;
+/** Per-summary counters: these four, then one per (strategy, verdict) at FIXED + s * NV + v. */
+const FIXED_FIELDS = ['samples', 'failing', 'callchain_only', 'unprofiled'] as const;
+const SAMPLES = 0;
+const FAILING = 1;
+const CALLCHAIN_ONLY = 2;
+const UNPROFILED = 3;
+const FIXED = FIXED_FIELDS.length;
+const SUMMARY_SIZE = FIXED + NS * NV;
+const GOOD = Uint8Array.from(VERDICTS, (v) => (GOOD_VERDICTS.has(v) ? 1 : 0));
+const IS_BASELINE = Uint8Array.from(TALLY_STRATEGIES, (s) => (BASELINE.has(s) ? 1 : 0));
+const EMPTY = new Uint8Array(0);
+
 /**
  * The fp baseline, the entry-aware strategies the build's entry code supports, and orc when its
  * ORC tables were uploaded (PUT /v1/kernels/{buildId}/orc). On a build without frame pointers
@@ -60,37 +85,107 @@ export function strategiesFor(p: KernelProfile): StrategyName[] {
   return s;
 }
 
-export async function checkBatch(jobId: string, job: BatchJob, samples: Sample[], indices: number[], ctx: CheckContext): Promise<CheckedBatch> {
+/** What a check says about a sample as the trace store indexes it. */
+export interface Verdicts {
+  failing: boolean;
+  /** Strategies (the baseline included) with a bad verdict or a false reliable claim, in check order. */
+  strategies: string[];
+  /** Why the sample fails, from the entry-aware strategies only, first occurrence order. */
+  reasons: string[];
+}
+
+/**
+ * The meta of a stored trace. checkBatch calls it only for samples it stores, and the trace view
+ * calls it again on the re-derived check: one definition, so the two agree unless the check did.
+ */
+export function verdictsOf(check: SampleCheck): Verdicts {
+  let failing = check.disagreements.length > 0;
+  const strategies: string[] = [];
+  const reasons = new Set<string>();
+  for (const r of check.results) {
+    const bad = !GOOD_VERDICTS.has(r.verdict);
+    if (!bad && !r.falseReliable) continue;
+    strategies.push(r.strategy);
+    if (BASELINE.has(r.strategy)) continue;
+    failing = true;
+    reasons.add(r.falseReliable && !bad ? 'false_reliable' : (r.reason ?? r.verdict));
+    if (r.falseReliable) reasons.add('false_reliable');
+  }
+  if (check.disagreements.length > 0) reasons.add('disagreement');
+  return { failing, strategies, reasons: [...reasons] };
+}
+
+// ---- the sample record codec ----------------------------------------------------------------
+// A stored trace's sample is its record of the binary batch form (services/core/dump/batch.ts),
+// self-contained with its index. These two are the only places that know it.
+
+/** Samples' own record bytes, for a batch whose records the caller did not pass (tests, CLI, old jobs). */
+export function encodeSampleRecords(samples: readonly Sample[], indices: readonly number[]): Uint8Array[] {
+  // One batch for all of them: the batch header and the encoder's set-up are paid once.
+  return decodeBatch(encodeSamples(samples, indices)).records;
+}
+
+export { decodeSampleRecord };
+
+// --------------------------------------------------------------------------------------------
+
+/**
+ * `records`, when given, holds each sample's own binary record (aligned with `samples`), stored
+ * as is with the sample's trace; without it a stored sample is encoded here.
+ */
+export async function checkBatch(
+  jobId: string, job: BatchJob, samples: readonly Sample[], indices: readonly number[], ctx: CheckContext, records?: readonly Uint8Array[],
+): Promise<CheckedBatch> {
   const tally = new BatchTally();
   const traces: TraceRecord[] = [];
-  const hostSummaries = new Map<string, Map<string, number>>();
-  const kernelSummaries = new Map<string, Map<string, number>>();
-  const skip = new Set(job.skip);
+  // Summaries: one flat counter block per host / kernel, found by name once per sample.
+  const hostSlot = new Map<string, number>();
+  const kernelSlot = new Map<string, number>();
+  let hostCounts: Int32Array = new Int32Array(SUMMARY_SIZE * 4);
+  let kernelCounts: Int32Array = new Int32Array(SUMMARY_SIZE * 4);
+  const skip = job.skip.length > 0 ? new Set(job.skip) : undefined;
   const random = ctx.random ?? Math.random;
   const maxTraces = ctx.maxTraces ?? 1000;
   const labels = new Map<string, string>();
-  const profiles = new Map<string, KernelProfile | undefined>();
+  const profiles = new Map<string, { profile: KernelProfile | undefined; rev: number | undefined; strategies: StrategyName[] }>();
   const result = { checked: 0, callchainOnly: 0, failing: 0, traces: 0 };
+  // Stored traces whose record is still to be encoded (no `records`): sample, index, header.
+  const toEncode: { sample: Sample; index: number; header: TraceHeader; trace: number }[] = [];
 
   for (let n = 0; n < samples.length; n++) {
     const index = indices[n]!;
-    if (skip.has(index)) continue;
+    if (skip?.has(index)) continue;
     const s = samples[n]!;
     const host = s.host ?? job.uploader;
     const kernel = s.kernel ?? job.kernel ?? 'unknown';
-    const hs = summaryOf(hostSummaries, host);
-    const ks = summaryOf(kernelSummaries, kernel);
+    let hb = hostSlot.get(host);
+    if (hb === undefined) {
+      hb = hostSlot.size * SUMMARY_SIZE;
+      hostSlot.set(host, hb);
+      if (hb + SUMMARY_SIZE > hostCounts.length) hostCounts = grow(hostCounts);
+    }
+    let kb = kernelSlot.get(kernel);
+    if (kb === undefined) {
+      kb = kernelSlot.size * SUMMARY_SIZE;
+      kernelSlot.set(kernel, kb);
+      if (kb + SUMMARY_SIZE > kernelCounts.length) kernelCounts = grow(kernelCounts);
+    }
     if (!hasFullState(s)) {
       result.callchainOnly++;
-      bump(hs, 'callchain_only');
-      bump(ks, 'callchain_only');
+      hostCounts[hb + CALLCHAIN_ONLY]!++;
+      kernelCounts[kb + CALLCHAIN_ONLY]!++;
       continue;
     }
-    let profile = profiles.get(kernel);
-    if (!profiles.has(kernel)) profiles.set(kernel, (profile = await ctx.profile(kernel)));
+    let p = profiles.get(kernel);
+    if (p === undefined) {
+      const rev = ctx.profileRev ? await ctx.profileRev(kernel) : undefined;
+      const profile = await ctx.profile(kernel);
+      profiles.set(kernel, (p = { profile, rev, strategies: profile ? strategiesFor(profile) : [] }));
+    }
+    const profile = p.profile;
     if (!profile) {
       // The API refused unknown builds; this is a build whose profile vanished since (manual delete).
-      bump(hs, 'unprofiled');
+      hostCounts[hb + UNPROFILED]!++;
       continue;
     }
     let label: string | undefined;
@@ -99,74 +194,87 @@ export async function checkBatch(jobId: string, job: BatchJob, samples: Sample[]
       if (label === undefined) labels.set(host, (label = await ctx.hostLabel(host)));
     }
     const t0 = performance.now();
-    const check = checkSample(s, profile, strategiesFor(profile));
+    const check = checkSample(s, profile, p.strategies);
     tally.duration((performance.now() - t0) / 1000);
     result.checked++;
-    bump(hs, 'samples');
-    bump(ks, 'samples');
+    hostCounts[hb + SAMPLES]!++;
+    kernelCounts[kb + SAMPLES]!++;
 
     let failing = check.disagreements.length > 0;
-    const failingStrategies: string[] = [];
-    const reasons = new Set<string>();
-    for (const r of check.results) {
+    let flagged = false;
+    const res = check.results;
+    for (let i = 0; i < res.length; i++) {
+      const r = res[i]!;
       const si = strategyIndex(r.strategy);
       const vi = verdictIndex(r.verdict);
       tally.unwind(si, vi, r.unwind.frames.length);
-      const key = SUMMARY_KEYS[si]![vi]!;
-      bump(hs, key);
-      bump(ks, key);
-      const counts = !BASELINE.has(r.strategy);
-      const bad = !GOOD_VERDICTS.has(r.verdict);
+      const field = FIXED + si * NV + vi;
+      hostCounts[hb + field]!++;
+      kernelCounts[kb + field]!++;
+      const bad = GOOD[vi] === 0;
       if (bad) tally.failure(r.strategy, r.reason ?? r.verdict, r.entry, label);
       if (r.falseReliable) tally.falseReliable[si]!++;
       if (bad || r.falseReliable) {
-        failingStrategies.push(r.strategy);
-        if (counts) {
-          failing = true;
-          reasons.add(r.falseReliable && !bad ? 'false_reliable' : (r.reason ?? r.verdict));
-          if (r.falseReliable) reasons.add('false_reliable');
-        }
+        flagged = true;
+        if (IS_BASELINE[si] === 0) failing = true;
       }
     }
-    for (const [a, b] of check.disagreements) tally.disagreement(`${a},${b}`);
-    if (check.disagreements.length > 0) reasons.add('disagreement');
+    const dis = check.disagreements;
+    for (let i = 0; i < dis.length; i++) tally.disagreement(`${dis[i]![0]},${dis[i]![1]}`);
     if (failing) {
       result.failing++;
-      bump(hs, 'failing');
-      bump(ks, 'failing');
+      hostCounts[hb + FAILING]!++;
+      kernelCounts[kb + FAILING]!++;
     }
     if (traces.length < maxTraces && (failing || (ctx.passingRatio > 0 && random() < ctx.passingRatio))) {
-      const id = `${jobId}-${index}`;
+      // Only stored samples pay for their strategy and reason lists.
+      const v: Verdicts = flagged || failing ? verdictsOf(check) : { failing, strategies: [], reasons: [] };
+      const header: TraceHeader = {
+        job: jobId, index, receivedAt: job.receivedAt, uploader: job.uploader, source: job.source,
+        ...(p.rev !== undefined ? { rev: p.rev } : {}),
+      };
+      const record = records?.[n];
+      if (record === undefined) toEncode.push({ sample: s, index, header, trace: traces.length });
       traces.push({
-        id, host, kernel, score: job.receivedAt * 1000 + (index % 1000),
-        status: failing ? 'failing' : 'passing', strategies: failingStrategies, reasons: [...reasons],
-        json: traceJson(id, jobId, index, job, host, kernel, failing, s, check, profile),
+        id: `${jobId}-${index}`, host, kernel, score: job.receivedAt * 1000 + (index % 1000),
+        status: failing ? 'failing' : 'passing', strategies: v.strategies, reasons: v.reasons,
+        body: record === undefined ? EMPTY : encodeTraceBody(header, record),
       });
     }
   }
+  if (toEncode.length > 0) {
+    const recs = encodeSampleRecords(toEncode.map((e) => e.sample), toEncode.map((e) => e.index));
+    toEncode.forEach((e, i) => { traces[e.trace]!.body = encodeTraceBody(e.header, recs[i]!); });
+  }
   result.traces = traces.length;
-  return { write: { jobId, metrics: tally.fields(), traces, hostSummaries, kernelSummaries }, result };
+  return {
+    write: { jobId, metrics: tally.fields(), traces, hostSummaries: summaries(hostSlot, hostCounts), kernelSummaries: summaries(kernelSlot, kernelCounts) },
+    result,
+  };
 }
 
-function traceJson(id: string, jobId: string, index: number, job: BatchJob, host: string, kernel: string, failing: boolean, s: Sample, check: SampleCheck, profile: KernelProfile): string {
-  const checked = sampleCheckToJson(check, profile);
-  const results = (checked.results as Record<string, unknown>[]).map((r, i) => ({
-    ...r,
-    baseline: BASELINE.has(check.results[i]!.strategy),
-    kernel_text: renderKernelTrace(s, profile, check.results[i]!.unwind),
-  }));
-  return JSON.stringify({
-    id, job: jobId, index, received_at: new Date(job.receivedAt).toISOString(), uploader: job.uploader, source: job.source,
-    host, kernel, status: failing ? 'failing' : 'passing', sample: sampleToJson(s), results, disagreements: checked.disagreements,
-  });
+function grow(a: Int32Array): Int32Array {
+  const b = new Int32Array(a.length * 2);
+  b.set(a);
+  return b;
 }
 
-function summaryOf(m: Map<string, Map<string, number>>, k: string): Map<string, number> {
-  let v = m.get(k);
-  if (!v) m.set(k, (v = new Map()));
-  return v;
-}
-
-function bump(m: Map<string, number>, k: string): void {
-  m.set(k, (m.get(k) ?? 0) + 1);
+/**
+ * The counter blocks as field -> increment maps, nonzero fields only. Every name seen keeps its
+ * (possibly empty) map: the commit refreshes its summary's expiry and, for hosts, the host list.
+ */
+function summaries(slots: Map<string, number>, counts: Int32Array): Map<string, Map<string, number>> {
+  const out = new Map<string, Map<string, number>>();
+  for (const [name, base] of slots) {
+    const m = new Map<string, number>();
+    for (let f = 0; f < FIXED; f++) if (counts[base + f]! > 0) m.set(FIXED_FIELDS[f]!, counts[base + f]!);
+    for (let si = 0; si < NS; si++) {
+      for (let vi = 0; vi < NV; vi++) {
+        const c = counts[base + FIXED + si * NV + vi]!;
+        if (c > 0) m.set(SUMMARY_KEYS[si]![vi]!, c);
+      }
+    }
+    out.set(name, m);
+  }
+  return out;
 }

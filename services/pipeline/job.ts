@@ -1,15 +1,17 @@
 // The job codec: one BullMQ job per uploaded batch. The job's data is small (who, what, how many);
-// the batch's bytes sit in their own key (Keys.body) exactly as uploaded (gzip stays gzip), so
-// Redis holds them compressed when the client compressed them and the completed-job history
-// stays cheap. The worker decodes the bytes with the same parser the API used, which is
-// deterministic, so sample indices agree between the API's 202 and the worker's traces.
+// the batch's bytes sit in their own key (Keys.body). The API reads an upload once and stores its
+// samples in the binary batch form (services/core/dump/batch.ts): the worker decodes that without
+// parsing any text, which halves the service's CPU per sample (bench/RESULTS.md, bench:e2e). Each
+// sample keeps its index in the upload, so indices agree between the API's 202 and the worker's
+// traces. Jobs queued by an older API (v 1: the upload's bytes as sent, gzip or not) are still
+// parsed the old way, so an upgrade loses nothing that was accepted.
 import { createHash } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import { DumpError, type ParseResult } from '../core/dump/errors.ts';
 import { parseJsonDump } from '../core/dump/json.ts';
 import { parseTextDump } from '../core/dump/text.ts';
-import { scanTextDump, type ScannedSample } from '../core/dump/scan.ts';
-import { hasFullState, type Sample } from '../core/dump/sample.ts';
+import { encodeParsed, transcodeTextDump, type EncodedBatch } from '../core/dump/batch.ts';
+import type { Sample } from '../core/dump/sample.ts';
 
 export const SOURCES = ['emulator', 'agent', 'perf', 'ci', 'upload'] as const;
 export type Source = (typeof SOURCES)[number];
@@ -17,9 +19,11 @@ export type Source = (typeof SOURCES)[number];
 export type BodyFormat = 'text' | 'json' | 'auto';
 
 export interface BatchJob {
-  v: 1;
+  /** 2: the stored bytes are the binary batch form. 1 (older APIs): the upload's bytes as sent. */
+  v: 1 | 2;
+  /** The upload's format as the client declared it (v 1: how to parse the stored bytes). */
   format: BodyFormat;
-  /** The stored bytes are gzip. */
+  /** v 1: the stored bytes are gzip. */
   gzip: boolean;
   /** Token name of the uploader (never the token). */
   uploader: string;
@@ -70,7 +74,7 @@ export function gunzipBody(raw: Buffer, maxDecoded: number): Buffer {
   let b = raw;
   if (isGzip(raw)) {
     try {
-      b = gunzipSync(raw, { maxOutputLength: maxDecoded });
+      b = gunzipSync(raw, { maxOutputLength: maxDecoded, chunkSize: outputChunk(raw, maxDecoded) });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       if (err.code === 'ERR_BUFFER_TOO_LARGE' || /maxOutputLength|larger than/i.test(err.message)) {
@@ -81,6 +85,18 @@ export function gunzipBody(raw: Buffer, maxDecoded: number): Buffer {
   }
   if (b.length > maxDecoded) throw new DumpError('oversized', `the body is ${b.length} bytes; the limit is ${maxDecoded}`);
   return b;
+}
+
+/**
+ * zlib's output chunk for a gzip body. The default 16 KiB makes a 1 MB batch ~60 inflate calls
+ * and a concat: sized from the gzip trailer's ISIZE (the input's length mod 2^32, as the client
+ * claims it) gunzip takes ~30 % less time. The claim is only a hint: it is capped by what deflate
+ * can expand these bytes to (~1032:1) and by 16 MiB, so a lying trailer cannot make a small body
+ * allocate a large buffer; maxOutputLength still bounds the result.
+ */
+function outputChunk(raw: Buffer, maxDecoded: number): number {
+  const isize = raw.length >= 18 ? raw.readUInt32LE(raw.length - 4) : 0;
+  return Math.max(64 * 1024, Math.min(isize + 1, maxDecoded + 1, raw.length * 1032, 16 * 1024 * 1024));
 }
 
 /** JSON documents and NDJSON start with { or [; everything else is the perf-style text form. */
@@ -95,18 +111,26 @@ export function parseBatch(text: string, format: BodyFormat, maxBytes: number): 
 }
 
 /**
- * What the API needs of a batch — usable samples by index with their kernel, and the rejections —
- * without building the samples the worker builds anyway. Text dumps go through the validate-only
- * scan (same answer as the parser, services/core/dump/scan.ts); JSON is parsed.
+ * The upload read once, for the API: usable samples by index with their kernel, the rejections
+ * (index, line, field, message: always the parser's own), and the binary batch the worker checks.
+ * Text dumps are transcoded from the bytes (no string of the whole body is made).
  */
-export function scanBatch(text: string, format: BodyFormat, maxBytes: number): { samples: ScannedSample[]; rejected: ParseResult<Sample>['rejected'] } {
-  if (formatOfText(text, format) === 'text') return scanTextDump(text, { file: 'body', maxBytes });
-  const parsed = parseJsonDump(text, { file: 'body', maxBytes });
-  const indices = sampleIndices(parsed);
-  return {
-    samples: parsed.samples.map((s, i) => ({ index: indices[i]!, line: s.source?.line ?? 0, kernel: s.kernel, fullState: hasFullState(s) })),
-    rejected: parsed.rejected,
-  };
+export function encodeBatch(body: Buffer, format: BodyFormat, maxBytes: number): EncodedBatch {
+  if (formatOfBytes(body, format) === 'text') return transcodeTextDump(body, { file: 'body', maxBytes });
+  return encodeParsed(parseJsonDump(body.toString('utf8'), { file: 'body', maxBytes }));
+}
+
+/** formatOfText on the bytes: ASCII whitespace is skipped here, anything else non-ASCII (a BOM) decides as text would. */
+function formatOfBytes(b: Buffer, format: BodyFormat): 'json' | 'text' {
+  if (format !== 'auto') return format;
+  const n = Math.min(b.length, 4096);
+  for (let i = 0; i < n; i++) {
+    const c = b[i]!;
+    if (c === 0x20 || (c >= 0x09 && c <= 0x0d)) continue;
+    if (c >= 0x80) return formatOfText(b.subarray(0, 4096).toString('utf8'), format);
+    return c === 0x7b || c === 0x5b ? 'json' : 'text';
+  }
+  return 'text';
 }
 
 /** Original indices of the parsed samples (parsed.samples skips the rejected ones). */

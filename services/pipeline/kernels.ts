@@ -61,7 +61,7 @@ export class KernelStore {
   }
 
   async info(buildId: string): Promise<KernelInfo | undefined> {
-    const p = await this.profile(buildId);
+    const p = await this.entry(buildId);
     if (!p) {
       if (!(await this.redis.exists(this.keys.kernel(buildId)))) return undefined;
       return { buildId, symbols: 0, layouts: [], options: await this.options(buildId), hasSymbols: false, rev: Number(await this.redis.hget(this.keys.kernel(buildId), 'rev')) };
@@ -71,10 +71,11 @@ export class KernelStore {
 
   /** The profile for a build (cached per revision), or undefined when its symbols were never uploaded. */
   async get(buildId: string): Promise<KernelProfile | undefined> {
-    return (await this.profile(buildId))?.profile;
+    return (await this.entry(buildId))?.profile;
   }
 
-  private async profile(buildId: string): Promise<{ rev: number; profile: KernelProfile } | undefined> {
+  /** The profile with the revision it was built from (one round trip when cached). */
+  async entry(buildId: string): Promise<{ rev: number; profile: KernelProfile } | undefined> {
     const key = this.keys.kernel(buildId);
     const revText = await this.redis.hget(key, 'rev');
     if (revText === null) return undefined;

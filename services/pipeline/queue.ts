@@ -4,6 +4,9 @@ import type { Redis } from 'ioredis';
 import { createServer, type Server } from 'node:http';
 import type { ServiceConfig } from './config.ts';
 import { JOB_NAME, decodeBody, parseBatch, sampleIndices, type BatchJob, type BatchResult } from './job.ts';
+import { decodeBatch, isEncodedBatch } from '../core/dump/batch.ts';
+import { DumpError } from '../core/dump/errors.ts';
+import type { Sample } from '../core/dump/sample.ts';
 import { Keys } from './keys.ts';
 import { KernelStore } from './kernels.ts';
 import { SeriesTotals, createProcessRegistry } from './metrics.ts';
@@ -100,17 +103,40 @@ export class CheckerWorker {
       if (await this.store.isCommitted(id)) return { checked: 0, callchainOnly: 0, failing: 0, traces: 0, counted: false };
       throw new UnrecoverableError(`the bytes of batch ${id} are gone (expired before a worker took it)`);
     }
-    const parsed = parseBatch(decodeBody(body, this.cfg.maxSamplesDecoded), data.format, this.cfg.maxSamplesDecoded);
-    // The bytes (and the text, a temporary) are not needed past the parse: let a scavenge take
-    // them while the batch is checked and committed (worker RSS, issue 4).
-    body = null;
+    let samples: Sample[];
+    let indices: number[];
+    let records: Uint8Array[] | undefined;
+    if (isEncodedBatch(body)) {
+      // The windows of the decoded samples are views into body: it lives until the batch is checked.
+      try {
+        ({ samples, indices, records } = decodeBatch(body));
+      } catch (e) {
+        // Bytes this worker cannot read will not get better on a retry (a newer API's form, damage).
+        if (e instanceof DumpError) throw new UnrecoverableError(`batch ${id}: ${e.describe()}`);
+        throw e;
+      }
+    } else {
+      // A job queued by an API older than the binary form: the upload's own bytes.
+      const parsed = parseBatch(decodeBody(body, this.cfg.maxSamplesDecoded), data.format, this.cfg.maxSamplesDecoded);
+      // The bytes and the text are not needed past the parse: let a scavenge take them (worker RSS).
+      body = null;
+      samples = parsed.samples;
+      indices = sampleIndices(parsed);
+    }
     const cfg = this.cfg;
-    const checked = await checkBatch(id, data, parsed.samples, sampleIndices(parsed), {
-      profile: (b) => this.kernels.get(b),
+    // One lookup per kernel and batch gives both the profile and the revision its traces record.
+    const entries = new Map<string, Awaited<ReturnType<KernelStore['entry']>>>();
+    const checked = await checkBatch(id, data, samples, indices, {
+      profileRev: async (b) => {
+        const e = await this.kernels.entry(b);
+        entries.set(b, e);
+        return e?.rev;
+      },
+      profile: async (b) => (entries.has(b) ? entries.get(b)?.profile : this.kernels.get(b)),
       passingRatio: cfg.tracePassingRatio,
       maxTraces: Math.min(cfg.traceMax, 1000),
       ...(cfg.hostLabel ? { hostLabel: async (h: string) => ((await this.store.hostLabelAllowed(h, cfg.hostLabelCap)) ? h : 'other') } : {}),
-    });
+    }, records);
     await this.pause('before-commit');
     const counted = await this.store.commit(checked.write);
     if (counted) this.totals.add(checked.write.metrics);

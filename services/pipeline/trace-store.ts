@@ -5,7 +5,12 @@
 // already) is neither stored nor counted twice.
 //
 // Layout (all under the hash-tagged prefix, see keys.ts):
-//   traces        HASH  trace id -> JSON (sample, verdicts, frames, kernel-style text)
+//   traces        HASH  trace id -> binary body (encodeTraceBody): 0x01, u32le n, n bytes of JSON
+//                       header (job, index, received_at ms, uploader, source, rev: the kernel
+//                       profile revision checked with, when known), then the sample's binary
+//                       record. The detail (verdicts, frames, kernel-style text) is re-derived from
+//                       it on read (trace-view.ts). Bodies written before that are the detail's
+//                       JSON itself (they start with '{') and are served as they are.
 //   tmeta         HASH  trace id -> "host\tkernel\tstatus\tstrategy,..\treason,.."  (list filtering)
 //   idx:all       ZSET  trace id by score = receivedAt ms * 1000 + index % 1000 (newest first)
 //   idx:<k>:<v>   ZSET  same scores, one per host, kernel, strategy, reason, status value
@@ -27,25 +32,101 @@ export interface TraceMeta {
 }
 
 export interface TraceRecord extends TraceMeta {
-  json: string;
+  /** encodeTraceBody(): bytes, not text (ioredis passes Buffers to Lua ARGV unchanged). */
+  body: Uint8Array;
+}
+
+/** What a stored trace records about its check besides the sample and the meta in tmeta. */
+export interface TraceHeader {
+  job: string;
+  index: number;
+  /** ms since the epoch */
+  receivedAt: number;
+  uploader: string;
+  source: string;
+  /** The kernel profile's revision when the sample was checked; absent when it was not known. */
+  rev?: number;
+}
+
+/** First byte of a binary body; a body of the JSON era starts with '{'. */
+const BODY_V1 = 0x01;
+
+export function encodeTraceBody(h: TraceHeader, record: Uint8Array): Buffer {
+  const head = JSON.stringify({ job: h.job, index: h.index, received_at: h.receivedAt, uploader: h.uploader, source: h.source, ...(h.rev !== undefined ? { rev: h.rev } : {}) });
+  const headLen = Buffer.byteLength(head);
+  const out = Buffer.allocUnsafe(5 + headLen + record.byteLength);
+  out[0] = BODY_V1;
+  out.writeUInt32LE(headLen, 1);
+  out.write(head, 5, 'utf8');
+  out.set(record, 5 + headLen);
+  return out;
+}
+
+export type StoredBody = { kind: 'record'; header: TraceHeader; record: Uint8Array } | { kind: 'json'; json: string };
+
+/** Throws on a body that is neither form (a corrupt value). */
+export function decodeTraceBody(b: Buffer): StoredBody {
+  if (b.length > 0 && b[0] === 0x7b) return { kind: 'json', json: b.toString('utf8') };
+  if (b.length < 5 || b[0] !== BODY_V1) throw new Error(`trace body of unknown form (first byte ${b[0] ?? 'none'})`);
+  const headLen = b.readUInt32LE(1);
+  if (5 + headLen > b.length) throw new Error('trace body truncated in its header');
+  const o = JSON.parse(b.toString('utf8', 5, 5 + headLen)) as { job: string; index: number; received_at: number; uploader: string; source: string; rev?: number };
+  const header: TraceHeader = { job: o.job, index: o.index, receivedAt: o.received_at, uploader: o.uploader, source: o.source, ...(o.rev !== undefined ? { rev: o.rev } : {}) };
+  return { kind: 'record', header, record: b.subarray(5 + headLen) };
+}
+
+/** A stored trace as read back: its body and its list meta. */
+export interface StoredTrace {
+  body: Buffer;
+  meta: TraceMeta;
 }
 
 /**
- * KEYS[1] done marker. ARGV: ttl, then groups "op nargs arg..." applied only when the marker was
- * absent. Returns 1 when applied, 0 when the batch had been committed before.
+ * One batch's writes, applied only when the batch's idempotency marker was absent.
+ * KEYS: done marker, traces, tmeta. ARGV[1]: marker ttl; ARGV[2]: the counters and index entries
+ * as JSON (below); ARGV[3..]: one (id, body, meta) triple per stored trace, as separate
+ * arguments because bodies are binary. Every number in the JSON is a string, so Lua never
+ * reformats one (it would print large scores with an exponent).
+ *   i: [[hash, [field, n, field, n, ...]], ...]   HINCRBY
+ *   f: [[hash, field, x], ...]                    HINCRBYFLOAT
+ *   z: [[zset, score, member], ...]               ZADD
+ *   t: [[zset, maxScore, stop], ...]              ZREMRANGEBYSCORE -inf (maxScore, ZREMRANGEBYRANK 0 stop
+ *   e: [[key, seconds], ...]                      EXPIRE
+ * Packing the counters into one argument matters: as separate commands a batch was ~3,000
+ * arguments, and serialising them cost the worker more than checking the batch's samples.
+ * Returns 1 when applied, 0 when the batch had been committed before.
  */
 const COMMIT_LUA = `
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
-local i = 2
-local n = #ARGV
-while i <= n do
-  local op = ARGV[i]
-  local k = tonumber(ARGV[i + 1])
-  redis.call(op, unpack(ARGV, i + 2, i + 1 + k))
-  i = i + 2 + k
+local d = cjson.decode(ARGV[2])
+for a = 3, #ARGV, 3 do
+  redis.call('HSET', KEYS[2], ARGV[a], ARGV[a + 1])
+  redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 2])
 end
+for _, g in ipairs(d.i) do
+  local key, fs = g[1], g[2]
+  for j = 1, #fs, 2 do redis.call('HINCRBY', key, fs[j], fs[j + 1]) end
+end
+for _, g in ipairs(d.f) do redis.call('HINCRBYFLOAT', g[1], g[2], g[3]) end
+for _, g in ipairs(d.z) do redis.call('ZADD', g[1], g[2], g[3]) end
+for _, g in ipairs(d.t) do
+  redis.call('ZREMRANGEBYSCORE', g[1], '-inf', '(' .. g[2])
+  redis.call('ZREMRANGEBYRANK', g[1], 0, g[3])
+end
+for _, g in ipairs(d.e) do redis.call('EXPIRE', g[1], g[2]) end
 return 1
 `;
+
+/**
+ * JSON for the commit script. Redis's cjson refuses a lone surrogate escape (a host name from a
+ * JSON upload may hold one): such strings are sent as ioredis sends any string argument, with
+ * U+FFFD in its place, so the keys are the same bytes either way.
+ */
+function packJson(v: unknown): string {
+  const json = JSON.stringify(v);
+  if (!/\\ud[89a-f]/i.test(json)) return json;
+  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'string' ? (x as string & { toWellFormed(): string }).toWellFormed() : x));
+}
 
 /**
  * Drops traces beyond the count cap or older than the cutoff from idx:all, the bodies and meta.
@@ -117,39 +198,49 @@ export class TraceStore {
   /** Applies the batch's writes unless already applied. Returns false for a repeat. */
   async commit(w: BatchWrite): Promise<boolean> {
     const k = this.keys;
-    const argv: (string | number | Buffer)[] = [this.limits.idempotencySeconds];
-    const op = (name: string, ...args: (string | number)[]): void => { argv.push(name, args.length, ...args); };
+    const ttl = String(this.limits.traceMaxAgeSeconds);
+    const incr: [string, string[]][] = [];
+    const floats: [string, string, string][] = [];
+    const zadd: [string, string, string][] = [];
+    const trims: [string, string, string][] = [];
+    const expire: [string, string][] = [];
+    const traceArgs: (string | Buffer)[] = [];
+    const metricInts: string[] = [];
     for (const [field, n] of w.metrics) {
-      if (Number.isInteger(n)) op('HINCRBY', k.metrics, field, n);
-      else op('HINCRBYFLOAT', k.metrics, field, n);
+      if (Number.isInteger(n)) metricInts.push(field, String(n));
+      else floats.push([k.metrics, field, String(n)]);
     }
+    if (metricInts.length) incr.push([k.metrics, metricInts]);
     const nowScore = Date.now() * 1000;
-    const cutoff = nowScore - this.limits.traceMaxAgeSeconds * 1000 * 1000;
+    const cutoff = String(nowScore - this.limits.traceMaxAgeSeconds * 1000 * 1000);
     const touched = new Set<string>();
+    const idxAll = k.index('all');
     for (const t of w.traces) {
-      op('HSET', k.traces, t.id, t.json);
-      op('HSET', k.traceMeta, t.id, metaString(t));
-      op('ZADD', k.index('all'), t.score, t.id);
+      traceArgs.push(t.id, Buffer.isBuffer(t.body) ? t.body : Buffer.from(t.body.buffer, t.body.byteOffset, t.body.byteLength), metaString(t));
+      const score = String(t.score);
+      zadd.push([idxAll, score, t.id]);
       for (const key of indexKeys(k, t)) {
-        op('ZADD', key, t.score, t.id);
+        zadd.push([key, score, t.id]);
         touched.add(key);
       }
     }
+    const stop = String(-(this.limits.traceMax + 1));
     for (const key of touched) {
-      op('ZREMRANGEBYSCORE', key, '-inf', `(${cutoff}`);
-      op('ZREMRANGEBYRANK', key, 0, -(this.limits.traceMax + 1));
-      op('EXPIRE', key, this.limits.traceMaxAgeSeconds);
+      trims.push([key, cutoff, stop]);
+      expire.push([key, ttl]);
     }
-    const summaries: [string, Map<string, number>][] = [
-      ...[...w.hostSummaries].map(([h, m]): [string, Map<string, number>] => [k.summary('host', h), m]),
-      ...[...w.kernelSummaries].map(([b, m]): [string, Map<string, number>] => [k.summary('kernel', b), m]),
-    ];
-    for (const [key, m] of summaries) {
-      for (const [field, n] of m) op('HINCRBY', key, field, n);
-      op('EXPIRE', key, this.limits.traceMaxAgeSeconds);
-    }
-    for (const h of w.hostSummaries.keys()) op('ZADD', k.hosts, Date.now(), h);
-    const applied = (await this.redis.eval(COMMIT_LUA, 1, k.done(w.jobId), ...argv)) === 1;
+    const summary = (key: string, m: Map<string, number>): void => {
+      const fs: string[] = [];
+      for (const [field, n] of m) fs.push(field, String(n));
+      incr.push([key, fs]);
+      expire.push([key, ttl]);
+    };
+    for (const [h, m] of w.hostSummaries) summary(k.summary('host', h), m);
+    for (const [b, m] of w.kernelSummaries) summary(k.summary('kernel', b), m);
+    const now = String(Date.now());
+    for (const h of w.hostSummaries.keys()) zadd.push([k.hosts, now, h]);
+    const packed = packJson({ i: incr, f: floats, z: zadd, t: trims, e: expire });
+    const applied = (await this.redis.eval(COMMIT_LUA, 3, k.done(w.jobId), k.traces, k.traceMeta, this.limits.idempotencySeconds, packed, ...traceArgs)) === 1;
     if (applied && w.traces.length > 0) await this.trim();
     return applied;
   }
@@ -171,8 +262,16 @@ export class TraceStore {
     return (await this.redis.eval(HOST_LABEL_LUA, 1, this.keys.hostLabels, host, cap)) === 1;
   }
 
-  async get(id: string): Promise<string | null> {
-    return this.redis.hget(this.keys.traces, id);
+  /** The trace's body and meta, or null when it is unknown or was trimmed. */
+  async get(id: string): Promise<StoredTrace | null> {
+    const k = this.keys;
+    const res = await this.redis.multi().hgetBuffer(k.traces, id).hget(k.traceMeta, id).zscore(k.index('all'), id).exec();
+    if (!res) return null;
+    for (const [err] of res) if (err) throw err;
+    const body = res[0]![1] as Buffer | null;
+    const meta = res[1]![1] as string | null;
+    if (body === null || meta === null) return null;
+    return { body, meta: parseMeta(id, Number(res[2]![1] ?? 0), meta) };
   }
 
   /**

@@ -96,6 +96,14 @@ test('an upload reaches verdicts in the trace store, the summary and /metrics; a
     assert.ok(Array.isArray((r.unwind as Record<string, unknown>).frames));
     assert.equal(typeof r.verdict, 'string');
   }
+  // The detail is rendered on read; it must name the trace the list did and agree with its verdicts.
+  assert.equal(t.id, items[0]!.id);
+  assert.equal(t.job, first.body.job);
+  assert.equal(t.status, 'failing');
+  const good = new Set(['exact', 'tolerated', 'consistent', 'not_applicable']);
+  const flagged = results.filter((r) => !good.has(r.verdict as string) || r.false_reliable === true).map((r) => r.strategy);
+  assert.deepEqual(flagged, items[0]!.strategies, 'the strategies the list shows are those failing in the detail');
+  assert.equal((t.recheck as Record<string, unknown> | undefined)?.verdicts_changed ?? false, false);
   const page = await get(`/traces/${items[0]!.id as string}`);
   assert.match(page.text, /Call Trace:/);
   assert.match((await get('/')).text, new RegExp(items[0]!.id as string));

@@ -4,7 +4,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { Keys } from '../../services/pipeline/keys.ts';
-import { TraceStore, type TraceRecord } from '../../services/pipeline/trace-store.ts';
+import { TraceStore, decodeTraceBody, encodeTraceBody, type TraceRecord } from '../../services/pipeline/trace-store.ts';
 import { BatchTally, renderSeries, strategyIndex, verdictIndex } from '../../services/pipeline/metrics.ts';
 import { SHARED_REDIS, cleanup, uniquePrefix } from './helpers.ts';
 
@@ -16,8 +16,14 @@ after(async () => {
   await cleanup(prefix);
 });
 
+/** Not valid UTF-8, with NULs: the store must keep a body's bytes, not a string of them. */
+const RECORD = Uint8Array.from([0x00, 0xff, 0xfe, 0x80, 0x7b, 0x00, 0xc3, 0x28, 0x0a, 0x01]);
+
 function trace(id: string, ms: number, host = 'h1'): TraceRecord {
-  return { id, score: ms * 1000, host, kernel: 'k1', status: 'failing', strategies: ['section'], reasons: ['bad_frame_pointer'], json: JSON.stringify({ id }) };
+  return {
+    id, score: ms * 1000, host, kernel: 'k1', status: 'failing', strategies: ['section'], reasons: ['bad_frame_pointer'],
+    body: encodeTraceBody({ job: 'j', index: 3, receivedAt: ms, uploader: 'u', source: 'ci', rev: 2 }, RECORD),
+  };
 }
 
 function batch(jobId: string, traces: TraceRecord[]): Parameters<TraceStore['commit']>[0] {
@@ -63,9 +69,46 @@ test('count and age limits; a repeated commit changes nothing', async () => {
   assert.deepEqual(les, [...les].sort((a, b) => a - b));
 });
 
+test('a trace body is stored byte for byte and read back with its meta', async () => {
+  const store = new TraceStore(redis, keys, { traceMax: 50, traceMaxAgeSeconds: 3600, idempotencySeconds: 600 });
+  const now = Date.now();
+  assert.equal(await store.commit(batch('bin', [trace('bin-3', now, 'h-bin')])), true);
+  const got = await store.get('bin-3');
+  assert.ok(got);
+  assert.deepEqual(got.meta, { id: 'bin-3', score: now * 1000, host: 'h-bin', kernel: 'k1', status: 'failing', strategies: ['section'], reasons: ['bad_frame_pointer'] });
+  const body = decodeTraceBody(got.body);
+  assert.equal(body.kind, 'record');
+  if (body.kind !== 'record') return;
+  assert.deepEqual(body.header, { job: 'j', index: 3, receivedAt: now, uploader: 'u', source: 'ci', rev: 2 });
+  assert.deepEqual([...body.record], [...RECORD]);
+  assert.equal(await store.get('no-such-trace'), null);
+  // A body written before bodies were binary: the detail's JSON itself.
+  assert.deepEqual(decodeTraceBody(Buffer.from('{"id":"x"}')), { kind: 'json', json: '{"id":"x"}' });
+  assert.throws(() => decodeTraceBody(Buffer.from([0x02, 0, 0, 0, 0])), /unknown form/);
+});
+
 test('host label: the first hosts up to the cap get their own value, the rest share one', async () => {
   const store = new TraceStore(redis, keys, { traceMax: 5, traceMaxAgeSeconds: 3600, idempotencySeconds: 600 });
   const allowed = [];
   for (const h of ['a', 'b', 'c', 'a', 'd']) allowed.push(await store.hostLabelAllowed(h, 2));
   assert.deepEqual(allowed, [true, true, false, true, false]);
+});
+
+test('names outside plain ASCII reach Redis as their UTF-8 bytes; a lone surrogate does not sink the commit', async () => {
+  const store = new TraceStore(redis, keys, { traceMax: 50, traceMaxAgeSeconds: 3600, idempotencySeconds: 600 });
+  const now = Date.now();
+  // A JSON upload may name a host with any string, "\ud800" included; UTF-8 has no such character,
+  // so it is stored as the replacement character U+FFFD, as any Redis client writes it.
+  const hosts = ['höst-ü', 'tab\there', 'lone\ud800surrogate'];
+  for (const [i, host] of hosts.entries()) {
+    const w = batch(`utf-${i}`, [trace(`utf-${i}`, now + i, host)]);
+    w.hostSummaries = new Map([[host, new Map([['samples', 2], ['failing', 1]])]]);
+    assert.equal(await store.commit(w), true, host);
+  }
+  assert.equal(await redis.hget(keys.summary('host', 'höst-ü'), 'samples'), '2');
+  assert.equal(await redis.hget(keys.summary('host', 'tab\there'), 'failing'), '1');
+  assert.equal(await redis.hget(keys.summary('host', 'lone\ufffdsurrogate'), 'samples'), '2');
+  assert.equal((await store.list({ host: 'höst-ü', limit: 5 })).items[0]?.id, 'utf-0');
+  // Large scores must stay exact (Lua would print a number like this with an exponent).
+  assert.equal(await redis.zscore(keys.index('all'), 'utf-2'), String((now + 2) * 1000));
 });

@@ -4,13 +4,13 @@
 import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import type { EntryType } from '../symbols/entry-types.ts';
-import { isEntryType } from '../symbols/entry-types.ts';
+import { ENTRY_TYPES } from '../symbols/entry-types.ts';
 import { formatHex64, signedFromBig } from '../u64.ts';
 import { unwind } from '../unwind/index.ts';
 import { crossCheckEntries } from '../unwind/orc.ts';
 import { StackSpace } from '../unwind/space.ts';
 import { STRATEGIES, type StrategyName, type UnwindOptions, type UnwindResult } from '../unwind/types.ts';
-import { align, type RefFrame } from './compare.ts';
+import { alignN, type Alignment, type RefFrame } from './compare.ts';
 import { ERROR_REASONS, GOOD_VERDICTS, type Reason, type Verdict } from './reasons.ts';
 
 export type Reference = 'truth' | 'host' | 'none';
@@ -46,8 +46,13 @@ export function checkSample(
 ): SampleCheck {
   const ref = referenceOf(sample);
   // One index of the sample's stacks serves every strategy (they only read it).
-  const shared: UnwindOptions = { ...opts, space: opts?.space ?? new StackSpace(sample) };
-  const results = strategies.map((s) => (notApplicable(profile, s) ?? orcFindings(profile, judge(profile, unwind(sample, profile, s, shared), ref), shared.space!)));
+  const space = opts?.space ?? new StackSpace(sample);
+  const shared: UnwindOptions = opts === undefined ? { space } : { ...opts, space };
+  const results: StrategyCheck[] = [];
+  for (let i = 0; i < strategies.length; i++) {
+    const s = strategies[i]!;
+    results.push(notApplicable(profile, s) ?? orcFindings(profile, judge(profile, unwind(sample, profile, s, shared), ref), space));
+  }
   return { results, disagreements: disagreements(results) };
 }
 
@@ -58,12 +63,16 @@ export interface Ref {
 }
 
 export function referenceOf(sample: Sample): Ref {
-  if (sample.truth && sample.truth.frames.length > 0) {
-    return {
-      kind: 'truth',
-      frames: sample.truth.frames.map((f) => ({ ipS: signedFromBig(f.ip), kind: f.kind, tolerated: f.tolerated !== undefined })),
-      entries: sample.truth.frames.map((f) => (f.entry !== undefined && isEntryType(f.entry) ? f.entry : f.kind === 'regs' ? 'unknown' : undefined)),
-    };
+  const truth = sample.truth?.frames;
+  if (truth && truth.length > 0) {
+    const frames: RefFrame[] = [];
+    const entries: (EntryType | undefined)[] = [];
+    for (let i = 0; i < truth.length; i++) {
+      const f = truth[i]!;
+      frames.push({ ipS: signedFromBig(f.ip), kind: f.kind, tolerated: f.tolerated !== undefined });
+      entries.push(f.entry !== undefined && ENTRY_TYPE_SET.has(f.entry) ? (f.entry as EntryType) : f.kind === 'regs' ? 'unknown' : undefined);
+    }
+    return { kind: 'truth', frames, entries };
   }
   // `unreliable` entries (a kernel log's "? " lines) are stack words the host's unwinder skipped.
   const chain = sample.callchain?.filter((c) => (c.addr >> 63n) === 1n && c.flags.every((f) => f !== 'all_ones' && f !== 'zero' && f !== 'non_canonical' && f !== 'unreliable'));
@@ -72,6 +81,12 @@ export function referenceOf(sample: Sample): Ref {
   }
   return { kind: 'none', frames: [], entries: [] };
 }
+
+/** isEntryType as a set: referenceOf asks it for every truth frame of every sample. */
+const ENTRY_TYPE_SET: ReadonlySet<string> = new Set(ENTRY_TYPES);
+
+/** The trace's ips for alignN, reused: judge runs once per strategy per sample. */
+let traceBuf = new Float64Array(256);
 
 /** One strategy's unwind judged against the reference (ground truth, host callchain, or none). */
 export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): StrategyCheck {
@@ -101,33 +116,56 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
     return out;
   }
 
-  const trace = new Float64Array(u.frames.length);
-  for (let i = 0; i < trace.length; i++) trace[i] = u.frames[i]!.ipS;
-  const a = align(trace, ref.frames);
-  out.missing = a.missing.map((k) => functionName(profile, ref.frames[k]!.ipS, ref.frames[k]!.kind === 'call'));
-  out.extra = a.extra.map((k) => functionName(profile, u.frames[k]!.ipS, u.frames[k]!.kind === 'call'));
-  const hardMissing = a.missing.filter((k) => !ref.frames[k]!.tolerated);
-  // The entry label of a failure: the entry of the first lost interrupted frame, else the trace's.
-  const lostEntry = a.missing.map((k) => ref.entries[k]).find((e) => e !== undefined);
+  const frames = u.frames;
+  const n = frames.length;
+  if (traceBuf.length < n) traceBuf = new Float64Array(Math.max(n, traceBuf.length * 2));
+  const trace = traceBuf;
+  for (let i = 0; i < n; i++) trace[i] = frames[i]!.ipS;
+  const a: Alignment = alignN(trace, n, ref.frames);
+  const refFrames = ref.frames;
+  const missing = a.missing;
+  const extra = a.extra;
+  const missingNames: string[] = [];
+  let hardMissing = 0;
+  let hardMissingRegs = false;
+  let lostEntry: EntryType | undefined;
+  for (let x = 0; x < missing.length; x++) {
+    const k = missing[x]!;
+    const rf = refFrames[k]!;
+    missingNames.push(functionName(profile, rf.ipS, rf.kind === 'call'));
+    if (!rf.tolerated) {
+      hardMissing++;
+      if (rf.kind === 'regs') hardMissingRegs = true;
+    }
+    // The entry label of a failure: the entry of the first lost interrupted frame, else the trace's.
+    if (lostEntry === undefined) lostEntry = ref.entries[k];
+  }
+  const extraNames: string[] = [];
+  for (let x = 0; x < extra.length; x++) {
+    const f = frames[extra[x]!]!;
+    extraNames.push(functionName(profile, f.ipS, f.kind === 'call'));
+  }
+  out.missing = missingNames;
+  out.extra = extraNames;
   if (lostEntry) out.entry = lostEntry;
 
-  if (stopped && a.extra.length === 0 && a.missing.length > 0 && hardMissing.length === 0) {
+  if (stopped && extra.length === 0 && missing.length > 0 && hardMissing === 0) {
     // Everything lost lies in windows the kernel documents as lossy (reference §9 rules 17, 18):
     // the walk stopping there is the same documented limit, not a failure.
     out.verdict = 'tolerated';
     if (u.reason) out.reason = u.reason;
-  } else if (stopped && a.extra.length === 0 && a.prefix) {
+  } else if (stopped && extra.length === 0 && a.prefix) {
     out.verdict = 'truncated';
     if (u.reason) out.reason = u.reason;
-  } else if (a.missing.length === 0 && a.extra.length === 0) {
+  } else if (missing.length === 0 && extra.length === 0) {
     out.verdict = 'exact';
-  } else if (a.extra.length === 0 && hardMissing.length === 0) {
+  } else if (extra.length === 0 && hardMissing === 0) {
     out.verdict = stopped ? 'truncated' : 'tolerated';
     if (stopped && u.reason) out.reason = u.reason;
-  } else if (a.extra.length === 0) {
+  } else if (extra.length === 0) {
     out.verdict = 'missing_frames';
-    out.reason = stopped && u.reason ? u.reason : hardMissing.some((k) => ref.frames[k]!.kind === 'regs') ? 'missing_interrupted_frame' : 'missing_caller';
-  } else if (hardMissing.length === 0) {
+    out.reason = stopped && u.reason ? u.reason : hardMissingRegs ? 'missing_interrupted_frame' : 'missing_caller';
+  } else if (hardMissing === 0) {
     out.verdict = 'extra_frames';
     out.reason = stopped && u.reason ? u.reason : 'extra_frame';
   } else {
@@ -139,8 +177,13 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
 }
 
 function disagreements(results: StrategyCheck[]): [StrategyName, StrategyName][] {
-  const usable = results.filter((r) => r.strategy !== 'fp' && r.verdict !== 'error' && r.verdict !== 'not_applicable');
   const out: [StrategyName, StrategyName][] = [];
+  const usable: StrategyCheck[] = [];
+  for (let i = 0; i < results.length; i++) {
+    const r = results[i]!;
+    if (r.strategy !== 'fp' && r.verdict !== 'error' && r.verdict !== 'not_applicable') usable.push(r);
+  }
+  if (usable.length < 2) return out;
   for (let i = 0; i < usable.length; i++) {
     for (let j = i + 1; j < usable.length; j++) {
       const a = usable[i]!.unwind.frames;

@@ -4,7 +4,7 @@
 import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import type { StrategyName, UnwindOptions } from './types.ts';
-import { FrameWalker, type FrameAction } from './frame-walker.ts';
+import { CALL, FrameWalker, type FrameAction } from './frame-walker.ts';
 import type { Strategy } from './unwinder.ts';
 
 class EncodedFpWalker extends FrameWalker {
@@ -18,7 +18,7 @@ class EncodedFpWalker extends FrameWalker {
     if (this.profile.kernelEntry !== undefined && retS === this.profile.kernelEntry) {
       return notDecoded('the return address is the dummy kernel_entry: this kernel marks entries with a fake frame, which encoded_fp does not decode');
     }
-    return { kind: 'call' };
+    return CALL;
   }
 
   /** A handler called from an entry stub must have saved an encoded bp; a plain one means this kernel does not encode. */

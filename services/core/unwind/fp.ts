@@ -4,7 +4,7 @@
 import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import type { StrategyName, UnwindOptions } from './types.ts';
-import { FrameWalker, type FrameAction } from './frame-walker.ts';
+import { CALL, FrameWalker, type FrameAction } from './frame-walker.ts';
 import type { Strategy } from './unwinder.ts';
 
 class FpWalker extends FrameWalker {
@@ -14,7 +14,7 @@ class FpWalker extends FrameWalker {
     this.tripwires = false;
   }
   protected onFrame(): FrameAction {
-    return { kind: 'call' };
+    return CALL;
   }
 }
 

@@ -7,7 +7,7 @@ import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import type { EntryType } from '../symbols/entry-types.ts';
 import type { Reason } from '../check/reasons.ts';
-import { FRAME_HEADER_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_REGS_SIZE, userMode, type StackType } from '../stack/layout.ts';
+import { FRAME_HEADER_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_REGS_SIZE, type StackType } from '../stack/layout.ts';
 import type { FrameKind, Regs } from '../dump/sample.ts';
 import { bigFromHalves, bigFromSigned, formatHex64, signedOf } from '../u64.ts';
 import { StackSpace, type SpaceStack } from './space.ts';
@@ -26,6 +26,9 @@ export type FrameAction =
   | { kind: 'call_then_regs'; regs: number } // report it, then pt_regs at this linear position
   | { kind: 'regs'; regs: number } // this frame is an entry marker: pt_regs here, nothing reported
   | { kind: 'stop'; reason: Reason; message: string };
+
+/** The common answer, shared: onFrame runs once per frame and the walk only reads actions. */
+export const CALL: FrameAction = Object.freeze({ kind: 'call' });
 
 export abstract class FrameWalker implements Unwinder {
   abstract readonly name: StrategyName;
@@ -89,10 +92,12 @@ export abstract class FrameWalker implements Unwinder {
       this.fail('no_regs', 'the sample carries no registers to unwind');
       return;
     }
-    const spLin = this.space.locateBig(r.sp, 0);
-    if (r.cs !== undefined && userMode(r.cs)) {
+    const space = this.space;
+    space.sampledRegs(r);
+    const spLin = space.regSpLin;
+    if (space.regUser) {
       // user_mode(regs): the sample was taken in user space; there is no kernel stack to walk.
-      this.push({ ip: r.ip, ipS: Number(BigInt.asIntN(64, r.ip)), kind: 'start', stack: spLin >= 0 ? this.space.stackAt(spLin).type : 'task' });
+      this.push({ ip: r.ip, ipS: space.regIpS, kind: 'start', stack: spLin >= 0 ? space.stackAt(spLin).type : 'task' });
       this.end('user');
       return;
     }
@@ -102,9 +107,9 @@ export abstract class FrameWalker implements Unwinder {
       this.fail('no_regs', `sp ${formatHex64(r.sp)} lies on none of the sample's stacks`);
       return;
     }
-    this.cur = this.space.stackAt(spLin);
+    this.cur = space.stackAt(spLin);
     this.visit(this.cur);
-    this.push({ ip: r.ip, ipS: Number(BigInt.asIntN(64, r.ip)), kind: 'start', stack: this.cur.type });
+    this.push({ ip: r.ip, ipS: space.regIpS, kind: 'start', stack: this.cur.type });
     if (pre !== undefined) {
       this.fail('pt_regs_not_decoded', pre);
       return;
@@ -117,9 +122,10 @@ export abstract class FrameWalker implements Unwinder {
       this.fail('no_regs', 'the sample has no bp register');
       return;
     }
-    if (!this.follow(Number(r.bp >> 32n), Number(r.bp & 0xffffffffn))) return;
+    if (!this.follow(space.regBpHi, space.regBpLo)) return;
     // Frames below the sampled sp are stale (the kernel's first_frame rule in __unwind_start).
-    while (!this.ended && this.bp >= 0 && this.space.stackAt(this.bp) === this.space.stackAt(spLin) && this.bp < spLin) {
+    const spStack = space.stackAt(spLin);
+    while (!this.ended && this.bp >= 0 && space.stackAt(this.bp) === spStack && this.bp < spLin) {
       if (!this.move()) return;
     }
     this.emit();

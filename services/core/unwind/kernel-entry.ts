@@ -5,7 +5,7 @@ import type { Sample } from '../dump/sample.ts';
 import type { KernelProfile } from '../symbols/profile.ts';
 import { FRAME_HEADER_SIZE } from '../stack/layout.ts';
 import type { StrategyName, UnwindOptions } from './types.ts';
-import { FrameWalker, type FrameAction } from './frame-walker.ts';
+import { CALL, FrameWalker, type FrameAction } from './frame-walker.ts';
 import type { Strategy } from './unwinder.ts';
 
 class KernelEntryWalker extends FrameWalker {
@@ -25,7 +25,7 @@ class KernelEntryWalker extends FrameWalker {
           : 'an entry stub called this handler, but the next frame is not the kernel_entry marker frame',
       };
     }
-    return { kind: 'call' };
+    return CALL;
   }
 }
 

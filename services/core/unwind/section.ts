@@ -7,7 +7,7 @@ import type { KernelProfile } from '../symbols/profile.ts';
 import { PT_REGS_SIZE } from '../stack/layout.ts';
 import { signedOf } from '../u64.ts';
 import type { StrategyName, UnwindOptions } from './types.ts';
-import { FrameWalker, type FrameAction } from './frame-walker.ts';
+import { CALL, FrameWalker, type FrameAction } from './frame-walker.ts';
 import type { Strategy } from './unwinder.ts';
 
 class SectionWalker extends FrameWalker {
@@ -27,7 +27,7 @@ class SectionWalker extends FrameWalker {
     if (ke !== undefined && retS === ke) {
       return { kind: 'stop', reason: 'pt_regs_not_decoded', message: 'the return address is the dummy kernel_entry: this entry stub is not in the entry section' };
     }
-    if (!this.isStubReturn(retS)) return { kind: 'call' };
+    if (!this.isStubReturn(retS)) return CALL;
     const stub = this.profile.stubAtS(retS);
     const slot = this.bp + 8;
     // On a kernel_entry kernel the stub's caller frame is the fake kernel_entry frame, not pt_regs:

@@ -2,9 +2,19 @@
 // the bytes it captured. Positions on a stack are "linear" numbers — stack index * STRIDE +
 // offset — so that frame arithmetic stays in plain doubles (exact) while absolute addresses,
 // which exceed 2^53, only appear as bigint at the edges.
-import type { Sample } from '../dump/sample.ts';
-import { linkFromTop, STACK_TYPES, type StackType } from '../stack/layout.ts';
-import { bigFromHalves } from '../u64.ts';
+import type { Regs, Sample } from '../dump/sample.ts';
+import { linkFromTop, STACK_TYPES, userMode, type StackType } from '../stack/layout.ts';
+import { bigFromHalves, signedFromBig } from '../u64.ts';
+
+// Module-local alias: tsx turns an imported binding read per call into a getter call.
+const signedOfBig = signedFromBig;
+
+// One store into a BigUint64Array yields both 32-bit halves of a u64 without making a bigint.
+const B64 = new BigUint64Array(1);
+const W32 = new Uint32Array(B64.buffer);
+const LITTLE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const LO_W = LITTLE ? 0 : 1;
+const HI_W = LITTLE ? 1 : 0;
 
 export const STRIDE = 2 ** 32;
 const TWO32 = 4294967296;
@@ -12,7 +22,7 @@ const TWO32 = 4294967296;
 interface Win {
   off: number;
   len: number;
-  view: DataView;
+  bytes: Uint8Array;
 }
 
 export interface SpaceStack {
@@ -35,26 +45,66 @@ export class StackSpace {
   hi = 0;
   lo = 0;
 
+  /** The sample's registers in the walkers' number forms (see sampledRegs). */
+  private regsSeen: Regs | undefined;
+  regSpLin = -1;
+  regIpS = NaN;
+  regBpHi = 0;
+  regBpLo = 0;
+  regUser = false;
+
   constructor(sample: Sample) {
-    this.stacks = sample.stacks.map((st, i) => {
-      const size = Number(st.end - st.begin);
-      return {
+    // Differences of u64 values from their 32-bit halves: hi * 2^32 is exact, so each sum is the
+    // exact difference rounded once, as Number(a - b) rounds it.
+    const src = sample.stacks;
+    if (!allU64(src)) {
+      this.stacks = src.map((st, i) => exactStack(st, i));
+      return;
+    }
+    const stacks: SpaceStack[] = new Array(src.length);
+    for (let i = 0; i < src.length; i++) {
+      const st = src[i]!;
+      B64[0] = st.begin;
+      const bh = W32[HI_W]!;
+      const bl = W32[LO_W]!;
+      const ws = st.windows;
+      const wins: Win[] = new Array(ws.length);
+      for (let k = 0; k < ws.length; k++) {
+        const w = ws[k]!;
+        B64[0] = w.start;
+        wins[k] = { off: (W32[HI_W]! - bh) * TWO32 + (W32[LO_W]! - bl), len: w.bytes.length, bytes: w.bytes };
+      }
+      B64[0] = st.end;
+      stacks[i] = {
         type: st.type,
         typeBit: 1 << STACK_TYPES.indexOf(st.type),
         begin: st.begin,
         end: st.end,
-        beginHi: Number(st.begin >> 32n),
-        beginLo: Number(st.begin & 0xffffffffn),
-        size,
+        beginHi: bh,
+        beginLo: bl,
+        size: (W32[HI_W]! - bh) * TWO32 + (W32[LO_W]! - bl),
         base: i * STRIDE,
         linkFromTop: linkFromTop(st.type) ?? -1,
-        wins: st.windows.map((w) => ({
-          off: Number(w.start - st.begin),
-          len: w.bytes.length,
-          view: new DataView(w.bytes.buffer, w.bytes.byteOffset, w.bytes.byteLength),
-        })),
+        wins,
       };
-    });
+    }
+    this.stacks = stacks;
+  }
+
+  /**
+   * Converts the sampled ip, sp and bp once per sample rather than once per strategy (bigint work
+   * is the costly part of starting a walk). Requires r.ip and r.sp.
+   */
+  sampledRegs(r: Regs): void {
+    if (this.regsSeen === r) return;
+    this.regsSeen = r;
+    this.regSpLin = this.locateBig(r.sp!, 0);
+    this.regIpS = signedOfBig(r.ip!);
+    this.regUser = r.cs !== undefined && userMode(r.cs);
+    if (r.bp !== undefined) {
+      this.regBpHi = Number(r.bp >> 32n);
+      this.regBpLo = Number(r.bp & 0xffffffffn);
+    }
   }
 
   /**
@@ -95,8 +145,10 @@ export class StackSpace {
       const w = wins[i]!;
       const o = off - w.off;
       if (o >= 0 && o + 8 <= w.len) {
-        this.lo = w.view.getUint32(o, true);
-        this.hi = w.view.getUint32(o + 4, true);
+        // Little-endian words straight from the bytes: a DataView per window cost more than the reads.
+        const b = w.bytes;
+        this.lo = (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+        this.hi = (b[o + 4]! | (b[o + 5]! << 8) | (b[o + 6]! << 16) | (b[o + 7]! << 24)) >>> 0;
         return true;
       }
     }
@@ -136,4 +188,35 @@ export class StackSpace {
   byType(type: StackType): SpaceStack | undefined {
     return this.stacks.find((s) => s.type === type);
   }
+}
+
+const U64_END = 1n << 64n;
+
+function isU64(v: bigint): boolean {
+  return v >= 0n && v < U64_END;
+}
+
+/** The halves arithmetic above holds for u64 values; anything else takes the exact bigint route. */
+function allU64(src: Sample['stacks']): boolean {
+  for (let i = 0; i < src.length; i++) {
+    const st = src[i]!;
+    if (!isU64(st.begin) || !isU64(st.end)) return false;
+    for (let k = 0; k < st.windows.length; k++) if (!isU64(st.windows[k]!.start)) return false;
+  }
+  return true;
+}
+
+function exactStack(st: Sample['stacks'][number], i: number): SpaceStack {
+  return {
+    type: st.type,
+    typeBit: 1 << STACK_TYPES.indexOf(st.type),
+    begin: st.begin,
+    end: st.end,
+    beginHi: Number(st.begin >> 32n),
+    beginLo: Number(st.begin & 0xffffffffn),
+    size: Number(st.end - st.begin),
+    base: i * STRIDE,
+    linkFromTop: linkFromTop(st.type) ?? -1,
+    wins: st.windows.map((w) => ({ off: Number(w.start - st.begin), len: w.bytes.length, bytes: w.bytes, view: undefined })),
+  };
 }

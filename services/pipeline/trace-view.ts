@@ -1,0 +1,105 @@
+// A stored trace's detail, rendered when it is read: the sample is decoded from its stored record
+// and checked again against the build's current profile. checkSample is deterministic, so with
+// the profile the sample was checked with this is exactly the detail the checker would have
+// rendered (the JSON that stored traces used to hold). When the profile has changed since (a new
+// revision) or the re-derived verdicts are not the stored ones, the detail says so in `recheck`
+// rather than pass the new results off as the ones the trace was stored for.
+import { checkSample } from '../core/check/checker.ts';
+import { sampleToJson } from '../core/dump/json.ts';
+import type { Sample } from '../core/dump/sample.ts';
+import { renderKernelTrace } from '../core/render/kernel-text.ts';
+import { sampleCheckToJson } from '../core/render/json.ts';
+import type { KernelProfile } from '../core/symbols/profile.ts';
+import { BASELINE, decodeSampleRecord, strategiesFor, verdictsOf, type Verdicts } from './check-batch.ts';
+import type { KernelStore } from './kernels.ts';
+import { decodeTraceBody, type StoredTrace, type TraceHeader, type TraceMeta } from './trace-store.ts';
+
+export interface ProfileAt {
+  profile: KernelProfile;
+  /** The profile's revision; undefined when the store cannot say. */
+  rev: number | undefined;
+}
+
+export type ProfileLookup = (buildId: string) => Promise<ProfileAt | undefined>;
+
+/**
+ * Profiles as the API reads them. The profile is fetched before its revision, so that an upload
+ * landing in between makes the reported revision newer than the profile used, never older: the
+ * detail then notes a change rather than miss one.
+ */
+export function kernelLookup(kernels: KernelStore): ProfileLookup {
+  return async (buildId) => {
+    const profile = await kernels.get(buildId);
+    if (!profile) return undefined;
+    return { profile, rev: (await kernels.info(buildId))?.rev };
+  };
+}
+
+/** The detail as the JSON text GET /v1/traces/{id} answers (a body of the JSON era verbatim). */
+export async function traceDetailJson(t: StoredTrace, lookup: ProfileLookup): Promise<string> {
+  const b = decodeTraceBody(t.body);
+  if (b.kind === 'json') return b.json;
+  return JSON.stringify(await render(t.meta, b.header, b.record, lookup));
+}
+
+/** The detail as an object (for the HTML page). */
+export async function traceDetail(t: StoredTrace, lookup: ProfileLookup): Promise<Record<string, unknown>> {
+  const b = decodeTraceBody(t.body);
+  if (b.kind === 'json') return JSON.parse(b.json) as Record<string, unknown>;
+  return render(t.meta, b.header, b.record, lookup);
+}
+
+async function render(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lookup: ProfileLookup): Promise<Record<string, unknown>> {
+  // Keys in the order the check-time rendering wrote them; the additions come last.
+  const head = {
+    id: meta.id, job: h.job, index: h.index, received_at: new Date(h.receivedAt).toISOString(), uploader: h.uploader, source: h.source,
+    host: meta.host, kernel: meta.kernel, status: meta.status,
+  };
+  const stored = { strategies: meta.strategies, reasons: meta.reasons };
+  let sample: Sample;
+  try {
+    sample = decodeSampleRecord(record).sample;
+  } catch (e) {
+    return { ...head, ...stored, message: `the stored sample record cannot be decoded (${(e as Error).message}); only the verdicts recorded at check time are available` };
+  }
+  const at = await lookup(meta.kernel);
+  if (!at) {
+    return {
+      ...head, sample: sampleToJson(sample), ...stored,
+      message: `kernel build '${meta.kernel}' has no profile any more (its symbols were removed), so the frames cannot be re-derived; strategies and reasons are the verdicts recorded when the sample was checked${h.rev !== undefined ? ` against profile revision ${h.rev}` : ''}`,
+    };
+  }
+  const { profile } = at;
+  const check = checkSample(sample, profile, strategiesFor(profile));
+  const checked = sampleCheckToJson(check, profile);
+  const results = (checked.results as Record<string, unknown>[]).map((r, i) => ({
+    ...r,
+    baseline: BASELINE.has(check.results[i]!.strategy),
+    kernel_text: renderKernelTrace(sample, profile, check.results[i]!.unwind),
+  }));
+  const doc: Record<string, unknown> = { ...head, sample: sampleToJson(sample), results, disagreements: checked.disagreements };
+  const now = verdictsOf(check);
+  const verdictsChanged = !sameVerdicts(now, meta);
+  // An unknown revision on either side cannot vouch for the symbols: say so too.
+  const revChanged = h.rev === undefined || at.rev === undefined || h.rev !== at.rev;
+  if (verdictsChanged || revChanged) {
+    doc.recheck = {
+      profile_rev_then: h.rev ?? null,
+      profile_rev_now: at.rev ?? null,
+      verdicts_changed: verdictsChanged,
+      ...(verdictsChanged ? {
+        then: { status: meta.status, strategies: meta.strategies, reasons: meta.reasons },
+        now: { status: now.failing ? 'failing' : 'passing', strategies: now.strategies, reasons: now.reasons },
+      } : {}),
+    };
+  }
+  return doc;
+}
+
+function sameVerdicts(v: Verdicts, m: TraceMeta): boolean {
+  return (v.failing ? 'failing' : 'passing') === m.status && sameList(v.strategies, m.strategies) && sameList(v.reasons, m.reasons);
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}

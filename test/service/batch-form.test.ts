@@ -1,0 +1,92 @@
+// The queue's payload: the API stores each upload's samples in the binary batch form, and a worker
+// must still check batches that an older API queued as the upload's own bytes (an upgrade loses
+// nothing accepted); bytes a worker cannot read fail that job with the reason, not the worker.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import { Redis } from 'ioredis';
+import { startApi, type ApiServer } from '../../services/api/server.ts';
+import { TokenSet } from '../../services/api/tokens.ts';
+import { CheckerWorker, createQueue, type BatchQueue } from '../../services/pipeline/queue.ts';
+import { Keys } from '../../services/pipeline/keys.ts';
+import { JOB_NAME, type BatchJob } from '../../services/pipeline/job.ts';
+import { isEncodedBatch } from '../../services/core/dump/batch.ts';
+import {
+  DEMO_BUILD, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, SHARED_REDIS, TOKEN, TOKEN_HOST,
+  auth, cleanup, demoVariant, testConfig, uniquePrefix, waitFor,
+} from './helpers.ts';
+
+const prefix = uniquePrefix('form');
+const cfg = testConfig(prefix);
+const keys = new Keys(prefix);
+let api: ApiServer;
+let worker: CheckerWorker;
+let redis: Redis;
+let queue: BatchQueue;
+
+before(async () => {
+  const t = new TokenSet();
+  t.add(TOKEN_HOST, TOKEN);
+  api = await startApi(cfg, t, { listen: false });
+  redis = new Redis(SHARED_REDIS);
+  queue = createQueue(cfg, redis);
+  const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
+  assert.equal(r.statusCode, 201);
+  worker = new CheckerWorker(cfg);
+  await worker.start();
+});
+
+after(async () => {
+  await worker?.close();
+  await queue?.close();
+  await api?.close();
+  redis?.disconnect();
+  await cleanup(prefix);
+});
+
+/** Queues bytes the way an API of the given job version would, bypassing the HTTP handler. */
+async function enqueueRaw(id: string, body: Buffer, data: Partial<BatchJob>): Promise<void> {
+  await redis.set(keys.body(id), body, 'EX', 3600);
+  const job: BatchJob = { v: 1, format: 'text', gzip: false, uploader: TOKEN_HOST, source: 'upload', receivedAt: Date.now(), accepted: DEMO_SAMPLES, skip: [], ...data };
+  await queue.add(JOB_NAME, job, { jobId: id });
+}
+
+async function hostSummary(host: string): Promise<Record<string, string>> {
+  return waitFor(`the summary of ${host}`, async () => {
+    const h = await redis.hgetall(keys.summary('host', host));
+    return Number(h.samples ?? 0) === DEMO_SAMPLES ? h : undefined;
+  });
+}
+
+test('an upload is queued in the binary form, and a batch an older API queued as gzip text gets the same verdicts', async () => {
+  const r = await api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant('form-new') });
+  assert.equal(r.statusCode, 202, r.body);
+  const jobId = (r.json() as { job: string }).job;
+  const stored = await redis.getBuffer(keys.body(jobId));
+  // The worker may already have taken (and deleted) it; when it is still there it is the binary form.
+  if (stored) assert.ok(isEncodedBatch(stored), 'the queued bytes are the binary batch form');
+  const fresh = await hostSummary('form-new');
+
+  await enqueueRaw('b-legacy-gzip', gzipSync(demoVariant('form-old')), { v: 1, gzip: true, format: 'text' });
+  const legacy = await hostSummary('form-old');
+  // Same samples, two payload forms: every per-strategy verdict count must agree.
+  assert.deepEqual(legacy, fresh);
+  let unwinds = 0;
+  for (const [k, v] of Object.entries(fresh)) if (/^[a-z_]+:[a-z_]+$/.test(k)) unwinds += Number(v);
+  assert.equal(unwinds, DEMO_SAMPLES * DEMO_STRATEGIES, 'one verdict per sample and strategy');
+});
+
+test('bytes of a newer binary version fail that job with the reason; the worker goes on', async () => {
+  const newer = Buffer.from([0x89, 0x53, 0x53, 0x42, 0x7f, 0, 0, 0, 0, 0, 0, 0]);
+  await enqueueRaw('b-newer-form', newer, { v: 2 });
+  const failed = await waitFor('the job to fail', async () => {
+    const j = await queue.getJob('b-newer-form');
+    return j && (await j.getState()) === 'failed' ? j : undefined;
+  });
+  assert.match(failed.failedReason, /version 127 is newer/);
+  assert.equal(failed.attemptsMade, 1, 'not retried: the bytes will not become readable');
+
+  const r = await api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant('form-after') });
+  assert.equal(r.statusCode, 202, r.body);
+  await hostSummary('form-after');
+});
