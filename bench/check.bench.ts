@@ -9,6 +9,7 @@
 //  4. a 100,000-symbol kallsyms load.
 //  5. the binary batch form (API -> workers) on emulated-fleet batches of 500 samples: text ->
 //     binary transcode and binary decode, µs per sample. Baseline: parseTextDump of the same text.
+//     Then the worker's loop, decode + checkSample, next to checkSample on kept decoded samples.
 import { readFileSync, existsSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { cpus } from 'node:os';
@@ -17,6 +18,7 @@ import { dirname, resolve } from 'node:path';
 import { checkSample } from '../services/core/check/checker.ts';
 import { parseTextDump, formatTextDump } from '../services/core/dump/text.ts';
 import { decodeBatch, transcodeTextDump } from '../services/core/dump/batch.ts';
+import { strategiesFor } from '../services/pipeline/check-batch.ts';
 import { EmulatedFleet } from '../services/emulator/index.ts';
 import { KernelProfile } from '../services/core/symbols/profile.ts';
 import { STRATEGIES } from '../services/core/unwind/types.ts';
@@ -195,6 +197,21 @@ function main(): void {
   console.log(`   transcode text -> binary:         ${us(tr).toFixed(2)} µs/sample  (${(us(tr) / us(baseP)).toFixed(3)}x baseline)`);
   console.log(`   transcode UTF-8 bytes -> binary:  ${us(trb).toFixed(2)} µs/sample  (${(us(trb) / us(baseP)).toFixed(3)}x baseline)`);
   console.log(`   decode binary batch:              ${us(dec).toFixed(2)} µs/sample  (${(us(dec) / us(baseP)).toFixed(3)}x baseline)`);
+  // What a worker pays: decode, then checkSample on each sample (the profiles and strategies the
+  // worker would use), garbage collection included. Next to it, checkSample alone on samples
+  // decoded once and kept, so the difference is decoding's whole cost, its allocations included.
+  const profiles = new Map(fleet.kernels().map((k) => [k.buildId, KernelProfile.fromKallsyms(k.kallsyms, { layouts: k.profile.layouts, buildId: k.buildId })]));
+  const checkAll = (samples: Sample[]): void => {
+    for (const s of samples) {
+      const p = profiles.get(s.kernel!)!;
+      checkSample(s, p, strategiesFor(p));
+    }
+  };
+  const decoded = binaries.map((b) => decodeBatch(b).samples);
+  const chk = perBatch((i) => checkAll(decoded[i]!));
+  const dchk = perBatch((i) => checkAll(decodeBatch(binaries[i]!).samples));
+  console.log(`   checkSample (decoded once):       ${us(chk).toFixed(2)} µs/sample`);
+  console.log(`   decode + checkSample:             ${us(dchk).toFixed(2)} µs/sample  (+${(us(dchk) - us(chk)).toFixed(2)} over checkSample alone)`);
 }
 
 function fmt(n: number): string {

@@ -30,6 +30,8 @@ export interface ServiceConfig {
   jobAttempts: number;
   lockDurationMs: number;
   stalledIntervalMs: number;
+  /** Workers use a cached kernel profile this long before asking Redis whether it changed. */
+  profileRevalidateMs: number;
   keepCompletedJobs: number;
   keepFailedJobs: number;
   /** Serve the workers' series (aggregated in Redis) on the API's /metrics. */
@@ -64,6 +66,7 @@ export function loadConfig(env: Env = process.env): ServiceConfig {
     jobAttempts: int(env, 'STACKSANITY_JOB_ATTEMPTS', 5, 1),
     lockDurationMs: int(env, 'STACKSANITY_LOCK_MS', 30000, 1000),
     stalledIntervalMs: int(env, 'STACKSANITY_STALLED_MS', 30000, 1000),
+    profileRevalidateMs: int(env, 'STACKSANITY_PROFILE_REVALIDATE_MS', 1000, 0),
     keepCompletedJobs: int(env, 'STACKSANITY_KEEP_COMPLETED', 1000, 0),
     keepFailedJobs: int(env, 'STACKSANITY_KEEP_FAILED', 5000, 0),
     combinedMetrics: bool(env, 'STACKSANITY_COMBINED_METRICS', false),

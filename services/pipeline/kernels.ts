@@ -21,9 +21,15 @@ export interface KernelInfo {
 }
 
 export class KernelStore {
-  private readonly cache = new Map<string, { rev: number; profile: KernelProfile }>();
+  private readonly cache = new Map<string, { rev: number; profile: KernelProfile; checkedAt: number }>();
 
-  constructor(private readonly redis: Redis, private readonly keys: Keys) {}
+  /**
+   * revalidateMs: how long a cached profile is used without asking Redis for its revision. 0 (the
+   * API) asks every time; workers ask at most once a second per build, so a re-uploaded profile
+   * reaches them within that second, and each batch's traces record the revision they were
+   * checked with either way.
+   */
+  constructor(private readonly redis: Redis, private readonly keys: Keys, private readonly revalidateMs = 0) {}
 
   /** Parses first (a restricted kallsyms or garbage is refused with the parser's message), then stores. */
   async putSymbols(buildId: string, text: string): Promise<KernelInfo> {
@@ -76,19 +82,24 @@ export class KernelStore {
 
   /** The profile with the revision it was built from (one round trip when cached). */
   async entry(buildId: string): Promise<{ rev: number; profile: KernelProfile } | undefined> {
+    const hit = this.cache.get(buildId);
+    const now = Date.now();
+    if (hit && this.revalidateMs > 0 && now - hit.checkedAt < this.revalidateMs) return hit;
     const key = this.keys.kernel(buildId);
     const revText = await this.redis.hget(key, 'rev');
     if (revText === null) return undefined;
     const rev = Number(revText);
-    const hit = this.cache.get(buildId);
-    if (hit && hit.rev === rev) return hit;
+    if (hit && hit.rev === rev) {
+      hit.checkedAt = now;
+      return hit;
+    }
     const [symbols, options, orcBytes] = await Promise.all([this.redis.hgetBuffer(key, 'symbols'), this.redis.hget(key, 'options'), this.redis.hgetBuffer(key, 'orc')]);
     if (!symbols) return undefined;
     const opts: ProfileOptions = options ? (JSON.parse(options) as ProfileOptions) : {};
     // Validated on upload; the profile carries the table so that checkSample can run orc.
     const orc = orcBytes ? OrcTable.fromSections(decodeOrcUpload(gunzipSync(orcBytes))) : undefined;
     const profile = KernelProfile.fromKallsyms(gunzipSync(symbols).toString('utf8'), { ...opts, buildId, ...(orc ? { orc } : {}) });
-    const entry = { rev, profile };
+    const entry = { rev, profile, checkedAt: now };
     this.cache.set(buildId, entry);
     return entry;
   }

@@ -69,7 +69,7 @@ export class CheckerWorker {
     this.redis = connect(cfg.redisUrl, 'worker', 'stacksanity-worker');
     this.redis.on('error', () => { /* reconnects by itself; readiness shows in the queue */ });
     this.store = traceStore(cfg, this.redis, this.keys);
-    this.kernels = new KernelStore(this.redis, this.keys);
+    this.kernels = new KernelStore(this.redis, this.keys, cfg.profileRevalidateMs);
     this.log = opts.log ?? (() => undefined);
   }
 

@@ -89,26 +89,38 @@ export interface StoredTrace {
  * reformats one (it would print large scores with an exponent).
  *   i: [[hash, [field, n, field, n, ...]], ...]   HINCRBY
  *   f: [[hash, field, x], ...]                    HINCRBYFLOAT
- *   z: [[zset, score, member], ...]               ZADD
+ *   z: [[zset, [score, member, score, member, ...]], ...]   ZADD
  *   t: [[zset, maxScore, stop], ...]              ZREMRANGEBYSCORE -inf (maxScore, ZREMRANGEBYRANK 0 stop
  *   e: [[key, seconds], ...]                      EXPIRE
  * Packing the counters into one argument matters: as separate commands a batch was ~3,000
- * arguments, and serialising them cost the worker more than checking the batch's samples.
+ * arguments, and serialising them cost the worker more than checking the batch's samples. Members
+ * of one key go in one command (Redis's own cost is mostly per call made from Lua), in chunks
+ * that stay far below Lua's limit on unpacked values.
  * Returns 1 when applied, 0 when the batch had been committed before.
  */
 const COMMIT_LUA = `
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
 local d = cjson.decode(ARGV[2])
+local function many(cmd, key, list)
+  for s = 1, #list, 512 do redis.call(cmd, key, unpack(list, s, math.min(s + 511, #list))) end
+end
+local bodies, metas = {}, {}
 for a = 3, #ARGV, 3 do
-  redis.call('HSET', KEYS[2], ARGV[a], ARGV[a + 1])
-  redis.call('HSET', KEYS[3], ARGV[a], ARGV[a + 2])
+  bodies[#bodies + 1] = ARGV[a]
+  bodies[#bodies + 1] = ARGV[a + 1]
+  metas[#metas + 1] = ARGV[a]
+  metas[#metas + 1] = ARGV[a + 2]
+end
+if #bodies > 0 then
+  many('HSET', KEYS[2], bodies)
+  many('HSET', KEYS[3], metas)
 end
 for _, g in ipairs(d.i) do
   local key, fs = g[1], g[2]
   for j = 1, #fs, 2 do redis.call('HINCRBY', key, fs[j], fs[j + 1]) end
 end
 for _, g in ipairs(d.f) do redis.call('HINCRBYFLOAT', g[1], g[2], g[3]) end
-for _, g in ipairs(d.z) do redis.call('ZADD', g[1], g[2], g[3]) end
+for _, g in ipairs(d.z) do many('ZADD', g[1], g[2]) end
 for _, g in ipairs(d.t) do
   redis.call('ZREMRANGEBYSCORE', g[1], '-inf', '(' .. g[2])
   redis.call('ZREMRANGEBYRANK', g[1], 0, g[3])
@@ -201,7 +213,12 @@ export class TraceStore {
     const ttl = String(this.limits.traceMaxAgeSeconds);
     const incr: [string, string[]][] = [];
     const floats: [string, string, string][] = [];
-    const zadd: [string, string, string][] = [];
+    const zadd = new Map<string, string[]>();
+    const zadd1 = (key: string, score: string, member: string): void => {
+      const l = zadd.get(key);
+      if (l) l.push(score, member);
+      else zadd.set(key, [score, member]);
+    };
     const trims: [string, string, string][] = [];
     const expire: [string, string][] = [];
     const traceArgs: (string | Buffer)[] = [];
@@ -218,9 +235,9 @@ export class TraceStore {
     for (const t of w.traces) {
       traceArgs.push(t.id, Buffer.isBuffer(t.body) ? t.body : Buffer.from(t.body.buffer, t.body.byteOffset, t.body.byteLength), metaString(t));
       const score = String(t.score);
-      zadd.push([idxAll, score, t.id]);
+      zadd1(idxAll, score, t.id);
       for (const key of indexKeys(k, t)) {
-        zadd.push([key, score, t.id]);
+        zadd1(key, score, t.id);
         touched.add(key);
       }
     }
@@ -238,8 +255,8 @@ export class TraceStore {
     for (const [h, m] of w.hostSummaries) summary(k.summary('host', h), m);
     for (const [b, m] of w.kernelSummaries) summary(k.summary('kernel', b), m);
     const now = String(Date.now());
-    for (const h of w.hostSummaries.keys()) zadd.push([k.hosts, now, h]);
-    const packed = packJson({ i: incr, f: floats, z: zadd, t: trims, e: expire });
+    for (const h of w.hostSummaries.keys()) zadd1(k.hosts, now, h);
+    const packed = packJson({ i: incr, f: floats, z: [...zadd], t: trims, e: expire });
     const applied = (await this.redis.eval(COMMIT_LUA, 3, k.done(w.jobId), k.traces, k.traceMeta, this.limits.idempotencySeconds, packed, ...traceArgs)) === 1;
     if (applied && w.traces.length > 0) await this.trim();
     return applied;

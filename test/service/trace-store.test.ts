@@ -112,3 +112,22 @@ test('names outside plain ASCII reach Redis as their UTF-8 bytes; a lone surroga
   // Large scores must stay exact (Lua would print a number like this with an exponent).
   assert.equal(await redis.zscore(keys.index('all'), 'utf-2'), String((now + 2) * 1000));
 });
+
+test('a batch of many traces is stored whole (the script splits long commands)', async () => {
+  const p = uniquePrefix('store-many');
+  const k = new Keys(p);
+  const store = new TraceStore(redis, k, { traceMax: 5000, traceMaxAgeSeconds: 3600, idempotencySeconds: 600 });
+  const now = Date.now();
+  // 700 traces: 1,400 field/value pairs for the body hash, more than one 512-value chunk.
+  const traces = Array.from({ length: 700 }, (_, i) => trace(`many-${i}`, now + i));
+  try {
+    assert.equal(await store.commit(batch('many', traces)), true);
+    assert.equal(await redis.hlen(k.traces), 700);
+    assert.equal(await redis.hlen(k.traceMeta), 700);
+    assert.equal(await redis.zcard(k.index('all')), 700);
+    assert.equal(await redis.zcard(k.index('host', 'h1')), 700);
+    assert.equal((await store.get('many-699'))?.meta.id, 'many-699');
+  } finally {
+    await cleanup(p);
+  }
+});

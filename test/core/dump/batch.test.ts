@@ -121,6 +121,79 @@ describe('encodeSamples / decodeBatch', () => {
   });
 });
 
+describe('decodeBatch builds objects the way the fields come', () => {
+  // Hand-made records: writeSample always writes keys in one order, so other orders, repeats and
+  // register sequences are only reachable this way. Expected: keys in order of first appearance,
+  // repeats overwriting (regs merging), as a plain key-by-key reading gives.
+  const tag = { comm: 1, pid: 2, trigger: 7, host: 8, kernel: 9, regs: 10, source: 16, undef: 17 } as const;
+  const str = (v: string): number[] => [v.length * 2, 0, 0, 0, ...Array.from(v, (c) => c.charCodeAt(0))];
+  const u64 = (v: bigint): number[] => Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(8 * i)) & 0xffn));
+  const f64 = (v: number): number[] => Array.from(new Uint8Array(new Float64Array([v]).buffer));
+  const REG = (name: string): number => ['r15', 'r14', 'r13', 'r12', 'bp', 'bx', 'r11', 'r10', 'r9', 'r8', 'ax', 'cx', 'dx', 'si', 'di', 'orig_ax', 'ip', 'cs', 'flags', 'sp', 'ss'].indexOf(name);
+  const regs = (...fs: [string, bigint | undefined][]): number[] => [tag.regs, fs.length, ...fs.flatMap(([n, v]) => (v === undefined ? [REG(n) | 0x80] : [REG(n), ...u64(v)]))];
+  function batch(...records: number[][]): Uint8Array {
+    const u32 = (v: number): number[] => [v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, v >>> 24];
+    const out = [0x89, 0x53, 0x53, 0x42, 1, 0, 0, 0, ...u32(records.length)];
+    records.forEach((fields, i) => out.push(...u32(5 + fields.length), 1, ...u32(i), ...fields));
+    return Uint8Array.from(out);
+  }
+  const keysOf = (o: object): string[] => Object.keys(o);
+
+  it('keys out of the usual order keep the order they came in', () => {
+    const d = decodeBatch(batch([tag.trigger, ...str('nmi'), tag.host, ...str('h'), tag.comm, ...str('c'), tag.pid, ...f64(3)]));
+    assert.deepStrictEqual(keysOf(d.samples[0]!), ['trigger', 'stacks', 'host', 'comm', 'pid']);
+    assert.deepStrictEqual(d.samples[0], { trigger: 'nmi', stacks: [], host: 'h', comm: 'c', pid: 3 });
+    const r = decodeBatch(batch([tag.comm, ...str('a'), tag.trigger, ...str('t'), tag.comm, ...str('b'), tag.undef, tag.kernel]));
+    assert.deepStrictEqual(keysOf(r.samples[0]!), ['trigger', 'stacks', 'comm', 'kernel']);
+    assert.deepStrictEqual(r.samples[0], { trigger: 't', stacks: [], comm: 'b', kernel: undefined });
+  });
+
+  it('register sequences: any order, repeats, undefined values, merged payloads, many shapes', () => {
+    const base = [tag.trigger, ...str('nmi')];
+    const one = (...fields: number[]) => decodeBatch(batch([...base, ...fields])).samples[0]!.regs!;
+    assert.deepStrictEqual(keysOf(one(...regs(['sp', 5n], ['ip', 7n]))), ['sp', 'ip']);
+    assert.deepStrictEqual(one(...regs(['sp', 5n], ['ip', 7n])), { sp: 5n, ip: 7n });
+    // The same sequence again (a made object literal) and its prefix.
+    assert.deepStrictEqual(one(...regs(['sp', 6n], ['ip', 8n])), { sp: 6n, ip: 8n });
+    assert.deepStrictEqual(keysOf(one(...regs(['sp', 1n]))), ['sp']);
+    const rep = one(...regs(['ip', 1n], ['sp', 2n], ['ip', 3n]));
+    assert.deepStrictEqual(keysOf(rep), ['ip', 'sp']);
+    assert.deepStrictEqual(rep, { ip: 3n, sp: 2n });
+    assert.deepStrictEqual(one(...regs(['ip', 1n], ['sp', undefined])), { ip: 1n, sp: undefined });
+    assert.deepStrictEqual(one(...regs(['ip', 1n]), ...regs(['sp', 2n], ['ip', 4n])), { ip: 4n, sp: 2n });
+    assert.deepStrictEqual(one(...regs()), {});
+    const all = ['r15', 'r14', 'r13', 'r12', 'bp', 'bx', 'r11', 'r10', 'r9', 'r8', 'ax', 'cx', 'dx', 'si', 'di', 'orig_ax', 'ip', 'cs', 'flags', 'sp', 'ss'];
+    const full = one(...regs(...all.map((n, i): [string, bigint] => [n, BigInt(i) << 40n])));
+    assert.deepStrictEqual(keysOf(full), all);
+    // More distinct sequences than get a literal of their own: the rest key by key, same answer.
+    const rnd = xorshift(3);
+    for (let k = 0; k < 300; k++) {
+      const names = all.filter(() => rnd() < 0.3).sort(() => rnd() - 0.5);
+      const fs = names.map((n): [string, bigint] => [n, BigInt(Math.floor(rnd() * 2 ** 52))]);
+      const got = one(...regs(...fs));
+      assert.deepStrictEqual(keysOf(got), names, `sequence ${k}`);
+      assert.deepStrictEqual(got, Object.fromEntries(fs), `sequence ${k}`);
+    }
+  });
+
+  it('strings and 64-bit values from the caches stay exact', () => {
+    // Strings of every length around the cache's and the short decoder's limits, values that
+    // share low or high halves: each record decodes to its own values.
+    const rnd = xorshift(11);
+    const recs: number[][] = [];
+    const want: Sample[] = [];
+    for (let k = 0; k < 400; k++) {
+      const n = k % 70;
+      const comm = Array.from({ length: n }, () => String.fromCharCode(0x20 + Math.floor(rnd() * 0xdf))).join('');
+      const host = 'h' + (k % 7);
+      const ip = (BigInt(k % 5) << 32n) | BigInt((k * 0x1000) % 7);
+      recs.push([tag.trigger, ...str('nmi'), tag.comm, ...str(comm), tag.host, ...str(host), ...regs(['ip', ip])]);
+      want.push({ trigger: 'nmi', stacks: [], comm, host, regs: { ip } });
+    }
+    assert.deepStrictEqual(decodeBatch(batch(...recs)).samples, want);
+  });
+});
+
 describe('decodeBatch refuses what it cannot read', () => {
   const good = encodeSamples(new EmulatedFleet({ seed: 2, layout: 'all', hosts: 2 }).batch(3), [0, 1, 2]);
 
@@ -215,6 +288,96 @@ describe('transcodeTextDump agrees with parseTextDump', () => {
       const b = readFileSync(path.join(corpus, f));
       agrees((f.endsWith('.gz') ? gunzipSync(b) : b).toString('utf8'), f);
     }
+  });
+
+  // One sample of the shipped example, and that text with one line (found by a pattern) edited.
+  const demo = readFileSync(path.join(ROOT, 'examples', 'demo.dump'), 'utf8').split('\n\n')[0]! + '\n';
+  const edit = (re: RegExp, to: string): string => {
+    assert.match(demo, re);
+    return demo.replace(re, to);
+  };
+
+  it('.mem lines out of the fixed layout go to the general reading (same answer)', () => {
+    const line = /\t\.mem ffffc90000633ee0 ([^\n]*)\n/;
+    const words = '0000000000000000 0000000000000000 ffffc90000633f10 ffffffff810001aa';
+    const variants: [string, string][] = [
+      ['two spaces', `\t.mem ffffc90000633ee0  ${words}\n`],
+      ['tab separators', `\t.mem ffffc90000633ee0\t${words.replaceAll(' ', '\t')}\n`],
+      ['trailing blank', `\t.mem ffffc90000633ee0 ${words} \n`],
+      ['CR LF', `\t.mem ffffc90000633ee0 ${words}\r\n`],
+      ['upper case', `\t.mem FFFFC90000633EE0 ${words.toUpperCase()}\n`],
+      ['bad digit in the last word', `\t.mem ffffc90000633ee0 ${words.slice(0, -1)}g\n`],
+      ['bad digit in the address', `\t.mem ffffc90000633eeg ${words}\n`],
+      ['wrong address', `\t.mem ffffc90000633f00 ${words}\n`],
+      ['short address', `\t.mem c90000633ee0 ${words}\n`],
+      ['three words', `\t.mem ffffc90000633ee0 ${words.slice(0, 50)}\n`],
+      ['five words', `\t.mem ffffc90000633ee0 ${words} 0000000000000000\n`],
+      ['a 17-digit word', `\t.mem ffffc90000633ee0 0${words}\n`],
+      ['a 15-digit word', `\t.mem ffffc90000633ee0 ${words.slice(1)}\n`],
+      ['two tabs before', `\t\t.mem ffffc90000633ee0 ${words}\n`],
+      ['space before', ` \t.mem ffffc90000633ee0 ${words}\n`],
+      ['tab after the keyword', `\t.mem\tffffc90000633ee0 ${words}\n`],
+      ['a control byte', `\t.mem ffffc90000633ee0 ${words}\x01\n`],
+    ];
+    for (const [label, to] of variants) agrees(demo.replace(line, to), `.mem ${label}`);
+    assert.equal(agrees(demo, 'unchanged'), true);
+    // Past the window's end: a fifth line after the last.
+    agrees(edit(/(\t\.mem ffffc90000633fe0 [^\n]*\n)/, '$1\t.mem ffffc90000634000 0000000000000000 0000000000000000 0000000000000000 0000000000000000\n'), '.mem past the window');
+    // A window that ends inside a four-word line.
+    agrees(edit(/\.window ffffc90000633ec0 ffffc90000634000/, '.window ffffc90000633ec0 ffffc90000633ff8'), '.mem over the window end');
+    // The text ends inside or right after a .mem line (no blank line, no LF).
+    const at = demo.indexOf('\t.mem ffffc90000633fe0');
+    for (const cut of [at + 20, at + 80, at + 89, at + 90, at + 91]) agrees(demo.slice(0, cut), `cut at ${cut - at}`);
+  });
+
+  it('.truth lines out of the fixed layout go to the general reading (same answer)', () => {
+    const line = /\t\.truth ffffffff810001aa call\n/;
+    const variants: [string, string][] = [
+      ['two spaces', '\t.truth ffffffff810001aa  call\n'],
+      ['trailing blank', '\t.truth ffffffff810001aa call \n'],
+      ['CR LF', '\t.truth ffffffff810001aa call\r\n'],
+      ['upper-case kind', '\t.truth ffffffff810001aa CALL\n'],
+      ['calls', '\t.truth ffffffff810001aa calls\n'],
+      ['cal', '\t.truth ffffffff810001aa cal\n'],
+      ['starts', '\t.truth ffffffff810001aa starts\n'],
+      ['regs kind', '\t.truth ffffffff810001aa regs entry=page_fault\n'],
+      ['an entry', '\t.truth ffffffff810001aa call entry=x\n'],
+      ['tolerated', '\t.truth ffffffff810001aa call tolerated=leaf\n'],
+      ['short ip', '\t.truth ffffff810001aa call\n'],
+      ['17-digit ip', '\t.truth 0ffffffff810001aa call\n'],
+      ['bad digit', '\t.truth ffffffff810001ag call\n'],
+      ['empty', '\t.truth empty\n'],
+      ['no kind', '\t.truth ffffffff810001aa\n'],
+      ['two tabs before', '\t\t.truth ffffffff810001aa call\n'],
+      ['tab after the keyword', '\t.truth\tffffffff810001aa call\n'],
+      ['truthy keyword', '\t.truthy ffffffff810001aa call\n'],
+      ['a control byte', '\t.truth ffffffff810001aa call\x01\n'],
+    ];
+    for (const [label, to] of variants) agrees(demo.replace(line, to), `.truth ${label}`);
+    agrees(edit(/ffffffff8100025c start\n/, 'ffffffff8100025c start\r\n'), '.truth start CR');
+    agrees(edit(/ffffffff8100025c start\n/, 'ffffffff8100025c star\n'), '.truth star');
+    agrees(edit(/ffffffff8100025c start\n/, 'ffffffff8100025c startx\n'), '.truth startx');
+    const end = demo.lastIndexOf(' call\n');
+    for (const cut of [end + 2, end + 5, end + 6]) agrees(demo.slice(0, cut), `.truth cut at ${cut - end}`);
+  });
+
+  it('keywords, registers, host and kernel near the fixed forms (same answer)', () => {
+    const variants: [RegExp, string][] = [
+      [/\.regs /, '.regs\t'], [/\.regs /, '.regsx '], [/\.regs /, '.reg '], [/\.host /, '.hostname '],
+      [/\.host /, '.host\r'], [/\.kernel /, '.kernel\t'], [/\.kernel /, '.kernels '], [/\.kernel /, '.kerne '],
+      [/\.window /, '.window\t'], [/\.window /, '.windows '], [/\.stack /, '.stack\t'], [/\.stack /, '.stacks '],
+      [/ip=ffffffff8100025c/, 'ip='], [/ip=ffffffff8100025c/, '=ffffffff8100025c'], [/ip=ffffffff8100025c/, 'ip=1=2'],
+      [/ip=ffffffff8100025c/, 'ip=ffffffff8100025g'], [/ip=ffffffff8100025c/, 'ip=0ffffffff8100025c'], [/ip=ffffffff8100025c/, 'IP=ffffffff8100025c'],
+      [/ip=ffffffff8100025c/, 'ip=ffffffff8100025c ip=1'], [/ip=ffffffff8100025c/, 'ip=ffffffff8100025c\x01'], [/ip=ffffffff8100025c/, 'ip=7fffffff8100025c'],
+      [/cs=10/, 'cs=10000'], [/cs=10/, 'cs=ffff'], [/cs=10/, 'cs=0000000000000010'], [/ss=18\n/, 'ss=18 \n'], [/ss=18\n/, 'ss=18\r\n'],
+      [/\.host demo-host/, '.host "demo-host"'], [/\.host demo-host/, '.host demo"host'], [/\.host demo-host/, '.host'], [/\.host demo-host/, '.host a b'],
+      [/\.kernel demo-encoded-fp/, `.kernel ${'k'.repeat(300)}`], [/\.kernel demo-encoded-fp/, `.kernel ${'k'.repeat(256)}`],
+      [/\.kernel demo-encoded-fp/, `.kernel ${'k'.repeat(255)}`], [/\.kernel demo-encoded-fp/, '.kernel démo'], [/\.kernel demo-encoded-fp/, '.kernel demo-encoded-fp\x01'],
+    ];
+    for (const [re, to] of variants) agrees(edit(re, to), `${re.source} -> ${JSON.stringify(to)}`);
+    // The kernel's string is shared through a cache: two kernels alternating, and the one after a long one.
+    const two = demo + '\n' + demo.replace('demo-encoded-fp', 'demo-encoded-fq') + '\n' + demo + '\n' + demo.replace('demo-encoded-fp', 'k'.repeat(300));
+    assert.equal(agrees(two, 'kernels alternating'), true);
   });
 
   it('on 4000 mutated dumps', () => {
