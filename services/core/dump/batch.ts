@@ -587,30 +587,15 @@ function readFields(index: number): Sample | undefined {
         if (regs === undefined) regs = readRegs();
         else readRegsInto(regs);
         break;
-      case T_STACK: {
-        const type = rNamed(STACK_NAMES, 'stack.type');
-        const begin = rU64('stack.begin');
-        stack = { type, begin, end: rU64('stack.end'), windows: [] };
-        stacks.push(stack);
+      case T_STACK:
+        stacks.push((stack = readStack()));
         break;
-      }
-      case T_WINDOW: {
-        if (stack === undefined) throw bad('bad_field', 'a window before any stack', 'window');
-        const start = rU64('window.start');
-        const n = rU32('window.length');
-        need(n, 'window.bytes');
-        // A view (no copy) made by the constructor, which costs half what subarray does.
-        stack.windows.push({ start, bytes: new Uint8Array(B.buffer, B.byteOffset + P, n) });
-        P += n;
+      case T_WINDOW:
+        readWindow(stack);
         break;
-      }
-      case T_CALLCHAIN: {
-        const n = rU32('callchain');
-        const cc: CallchainEntry[] = [];
-        for (let k = 0; k < n; k++) cc.push(readEntry());
-        callchain = cc;
+      case T_CALLCHAIN:
+        callchain = readCallchain();
         break;
-      }
       case T_TRUTH:
         truth ??= { frames: [] };
         break;
@@ -767,29 +752,15 @@ function readFieldsInOrder(index: number): Sample {
       case T_REGS:
         readRegsInto((s.regs ??= {}));
         break;
-      case T_STACK: {
-        const type = rNamed(STACK_NAMES, 'stack.type');
-        const begin = rU64('stack.begin');
-        stack = { type, begin, end: rU64('stack.end'), windows: [] };
-        s.stacks.push(stack);
+      case T_STACK:
+        s.stacks.push((stack = readStack()));
         break;
-      }
-      case T_WINDOW: {
-        if (stack === undefined) throw bad('bad_field', 'a window before any stack', 'window');
-        const start = rU64('window.start');
-        const n = rU32('window.length');
-        need(n, 'window.bytes');
-        stack.windows.push({ start, bytes: new Uint8Array(B.buffer, B.byteOffset + P, n) });
-        P += n;
+      case T_WINDOW:
+        readWindow(stack);
         break;
-      }
-      case T_CALLCHAIN: {
-        const n = rU32('callchain');
-        const cc: CallchainEntry[] = [];
-        for (let k = 0; k < n; k++) cc.push(readEntry());
-        s.callchain = cc;
+      case T_CALLCHAIN:
+        s.callchain = readCallchain();
         break;
-      }
       case T_TRUTH:
         s.truth ??= { frames: [] };
         break;
@@ -814,6 +785,29 @@ function readFieldsInOrder(index: number): Sample {
   }
   if (!trigger) throw bad('bad_field', `record of sample ${index} has no trigger`, 'trigger');
   return s;
+}
+
+function readStack(): SampleStack {
+  const type = rNamed(STACK_NAMES, 'stack.type');
+  const begin = rU64('stack.begin');
+  return { type, begin, end: rU64('stack.end'), windows: [] };
+}
+
+function readWindow(stack: SampleStack | undefined): void {
+  if (stack === undefined) throw bad('bad_field', 'a window before any stack', 'window');
+  const start = rU64('window.start');
+  const n = rU32('window.length');
+  need(n, 'window.bytes');
+  // A view (no copy) made by the constructor, which costs half what subarray does.
+  stack.windows.push({ start, bytes: new Uint8Array(B.buffer, B.byteOffset + P, n) });
+  P += n;
+}
+
+function readCallchain(): CallchainEntry[] {
+  const n = rU32('callchain');
+  const cc: CallchainEntry[] = [];
+  for (let k = 0; k < n; k++) cc.push(readEntry());
+  return cc;
 }
 
 function readEntry(): CallchainEntry {
