@@ -15,7 +15,7 @@ import { renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
 import type { BatchQueue } from '../pipeline/queue.ts';
 import { CursorError, type TraceStore } from '../pipeline/trace-store.ts';
 import { BASELINE } from '../pipeline/check-batch.ts';
-import { kernelLookup, traceDetail, traceDetailJson } from '../pipeline/trace-view.ts';
+import { traceDetail, traceDetailJson } from '../pipeline/trace-view.ts';
 import * as S from './schemas.ts';
 import { TokenSet, tokenKey } from './tokens.ts';
 import { renderIndex, renderTrace } from './web.ts';
@@ -331,7 +331,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     const t = await store.get(id);
     if (t === null) return reply.code(404).send({ error: 'not_found', message: `no trace '${id}' (unknown, or evicted by retention)` });
     // Rendered now from the stored sample (trace-view.ts), not stored rendered.
-    return reply.type('application/json; charset=utf-8').send(await traceDetailJson(t, kernelLookup(kernels)));
+    return reply.type('application/json; charset=utf-8').send(await traceDetailJson(t, (b) => kernels.entry(b)));
   });
 
   app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_req, reply) => {
@@ -375,7 +375,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     const { id } = req.params as { id: string };
     const t = await store.get(id);
     if (t === null) return reply.code(404).type('text/html; charset=utf-8').send('<p>no such trace (evicted?) — <a href="/">back</a></p>');
-    return reply.type('text/html; charset=utf-8').send(renderTrace(await traceDetail(t, kernelLookup(kernels))));
+    return reply.type('text/html; charset=utf-8').send(renderTrace(await traceDetail(t, (b) => kernels.entry(b))));
   });
 
   return app;

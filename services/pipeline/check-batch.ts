@@ -10,7 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { checkSample, type SampleCheck } from '../core/check/checker.ts';
 import { GOOD_VERDICTS, VERDICTS } from '../core/check/reasons.ts';
-import { decodeBatch, decodeSampleRecord, encodeSamples } from '../core/dump/batch.ts';
+import { decodeBatch, encodeSamples } from '../core/dump/batch.ts';
 import { hasFullState, type Sample } from '../core/dump/sample.ts';
 import type { KernelProfile } from '../core/symbols/profile.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
@@ -26,15 +26,20 @@ import { encodeTraceBody, type BatchWrite, type TraceHeader, type TraceRecord } 
  */
 export const BASELINE: ReadonlySet<StrategyName> = new Set(['fp']);
 
+/** A build's profile and its revision (KernelStore.entry); the revision is undefined when unknown. */
+export interface ProfileAt {
+  profile: KernelProfile;
+  rev: number | undefined;
+}
+
+export type ProfileLookup = (buildId: string) => Promise<ProfileAt | undefined>;
+
 export interface CheckContext {
-  profile: (buildId: string) => Promise<KernelProfile | undefined>;
   /**
-   * The revision of the build's profile (KernelStore's `rev`), recorded with each stored trace so
-   * that a detail rendered later says when the symbols or options changed since the check. Asked
-   * before `profile`, so a racing upload makes the recorded revision older, never newer: the
-   * detail then reports a change that may not be one rather than hide one.
+   * The build's profile with its revision, which each stored trace records so that a detail
+   * rendered later says when the symbols or options changed since the check.
    */
-  profileRev?: (buildId: string) => Promise<number | undefined>;
+  profile: ProfileLookup;
   /** The host label value for a host, or undefined when the host label is off. */
   hostLabel?: (host: string) => Promise<string>;
   passingRatio: number;
@@ -115,19 +120,11 @@ export function verdictsOf(check: SampleCheck): Verdicts {
   return { failing, strategies, reasons: [...reasons] };
 }
 
-// ---- the sample record codec ----------------------------------------------------------------
-// A stored trace's sample is its record of the binary batch form (services/core/dump/batch.ts),
-// self-contained with its index. These two are the only places that know it.
-
-/** Samples' own record bytes, for a batch whose records the caller did not pass (tests, CLI, old jobs). */
-export function encodeSampleRecords(samples: readonly Sample[], indices: readonly number[]): Uint8Array[] {
+/** Samples' own record bytes, for a batch whose records the caller did not pass (tests, old jobs). */
+function encodeSampleRecords(samples: readonly Sample[], indices: readonly number[]): Uint8Array[] {
   // One batch for all of them: the batch header and the encoder's set-up are paid once.
   return decodeBatch(encodeSamples(samples, indices)).records;
 }
-
-export { decodeSampleRecord };
-
-// --------------------------------------------------------------------------------------------
 
 /**
  * `records`, when given, holds each sample's own binary record (aligned with `samples`), stored
@@ -178,9 +175,8 @@ export async function checkBatch(
     }
     let p = profiles.get(kernel);
     if (p === undefined) {
-      const rev = ctx.profileRev ? await ctx.profileRev(kernel) : undefined;
-      const profile = await ctx.profile(kernel);
-      profiles.set(kernel, (p = { profile, rev, strategies: profile ? strategiesFor(profile) : [] }));
+      const at = await ctx.profile(kernel);
+      profiles.set(kernel, (p = { profile: at?.profile, rev: at?.rev, strategies: at ? strategiesFor(at.profile) : [] }));
     }
     const profile = p.profile;
     if (!profile) {

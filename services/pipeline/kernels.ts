@@ -93,13 +93,15 @@ export class KernelStore {
       hit.checkedAt = now;
       return hit;
     }
-    const [symbols, options, orcBytes] = await Promise.all([this.redis.hgetBuffer(key, 'symbols'), this.redis.hget(key, 'options'), this.redis.hgetBuffer(key, 'orc')]);
-    if (!symbols) return undefined;
-    const opts: ProfileOptions = options ? (JSON.parse(options) as ProfileOptions) : {};
+    // The revision again, in the same read as the data: an upload landing between the two reads
+    // must not leave a new profile cached under the old revision.
+    const [revNow, symbols, options, orcBytes] = await this.redis.hmgetBuffer(key, 'rev', 'symbols', 'options', 'orc');
+    if (!symbols || !revNow) return undefined;
+    const opts: ProfileOptions = options ? (JSON.parse(options.toString('utf8')) as ProfileOptions) : {};
     // Validated on upload; the profile carries the table so that checkSample can run orc.
     const orc = orcBytes ? OrcTable.fromSections(decodeOrcUpload(gunzipSync(orcBytes))) : undefined;
     const profile = KernelProfile.fromKallsyms(gunzipSync(symbols).toString('utf8'), { ...opts, buildId, ...(orc ? { orc } : {}) });
-    const entry = { rev, profile, checkedAt: now };
+    const entry = { rev: Number(revNow.toString()), profile, checkedAt: now };
     this.cache.set(buildId, entry);
     return entry;
   }

@@ -124,15 +124,8 @@ export class CheckerWorker {
       indices = sampleIndices(parsed);
     }
     const cfg = this.cfg;
-    // One lookup per kernel and batch gives both the profile and the revision its traces record.
-    const entries = new Map<string, Awaited<ReturnType<KernelStore['entry']>>>();
     const checked = await checkBatch(id, data, samples, indices, {
-      profileRev: async (b) => {
-        const e = await this.kernels.entry(b);
-        entries.set(b, e);
-        return e?.rev;
-      },
-      profile: async (b) => (entries.has(b) ? entries.get(b)?.profile : this.kernels.get(b)),
+      profile: (b) => this.kernels.entry(b),
       passingRatio: cfg.tracePassingRatio,
       maxTraces: Math.min(cfg.traceMax, 1000),
       ...(cfg.hostLabel ? { hostLabel: async (h: string) => ((await this.store.hostLabelAllowed(h, cfg.hostLabelCap)) ? h : 'other') } : {}),

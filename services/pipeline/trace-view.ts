@@ -9,31 +9,9 @@ import { sampleToJson } from '../core/dump/json.ts';
 import type { Sample } from '../core/dump/sample.ts';
 import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
-import type { KernelProfile } from '../core/symbols/profile.ts';
-import { BASELINE, decodeSampleRecord, strategiesFor, verdictsOf, type Verdicts } from './check-batch.ts';
-import type { KernelStore } from './kernels.ts';
+import { decodeSampleRecord } from '../core/dump/batch.ts';
+import { BASELINE, strategiesFor, verdictsOf, type ProfileLookup, type Verdicts } from './check-batch.ts';
 import { decodeTraceBody, type StoredTrace, type TraceHeader, type TraceMeta } from './trace-store.ts';
-
-export interface ProfileAt {
-  profile: KernelProfile;
-  /** The profile's revision; undefined when the store cannot say. */
-  rev: number | undefined;
-}
-
-export type ProfileLookup = (buildId: string) => Promise<ProfileAt | undefined>;
-
-/**
- * Profiles as the API reads them. The profile is fetched before its revision, so that an upload
- * landing in between makes the reported revision newer than the profile used, never older: the
- * detail then notes a change rather than miss one.
- */
-export function kernelLookup(kernels: KernelStore): ProfileLookup {
-  return async (buildId) => {
-    const profile = await kernels.get(buildId);
-    if (!profile) return undefined;
-    return { profile, rev: (await kernels.info(buildId))?.rev };
-  };
-}
 
 /** The detail as the JSON text GET /v1/traces/{id} answers (a body of the JSON era verbatim). */
 export async function traceDetailJson(t: StoredTrace, lookup: ProfileLookup): Promise<string> {

@@ -32,8 +32,6 @@ before(async () => {
   queue = createQueue(cfg, redis);
   const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
   assert.equal(r.statusCode, 201);
-  worker = new CheckerWorker(cfg);
-  await worker.start();
 });
 
 after(async () => {
@@ -59,12 +57,14 @@ async function hostSummary(host: string): Promise<Record<string, string>> {
 }
 
 test('an upload is queued in the binary form, and a batch an older API queued as gzip text gets the same verdicts', async () => {
+  // No worker runs yet, so nothing can take (and delete) the bytes before we look at them.
   const r = await api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant('form-new') });
   assert.equal(r.statusCode, 202, r.body);
   const jobId = (r.json() as { job: string }).job;
   const stored = await redis.getBuffer(keys.body(jobId));
-  // The worker may already have taken (and deleted) it; when it is still there it is the binary form.
-  if (stored) assert.ok(isEncodedBatch(stored), 'the queued bytes are the binary batch form');
+  assert.ok(stored && isEncodedBatch(stored), 'the queued bytes are the binary batch form');
+  worker = new CheckerWorker(cfg);
+  await worker.start();
   const fresh = await hostSummary('form-new');
 
   await enqueueRaw('b-legacy-gzip', gzipSync(demoVariant('form-old')), { v: 1, gzip: true, format: 'text' });

@@ -51,8 +51,7 @@ async function storeDemo(jobId: string, buildId: string): Promise<string[]> {
   const job: BatchJob = { v: 1, format: 'text', gzip: false, uploader: 'test-host', source: 'ci', kernel: buildId, receivedAt: Date.now(), accepted: samples.length, skip: [] } as BatchJob;
   const renamed = samples.map((s) => ({ ...s, kernel: buildId }));
   const checked = await checkBatch(jobId, job, renamed, indices, {
-    profile: (b) => kernels.get(b),
-    profileRev: async (b) => (await kernels.info(b))?.rev,
+    profile: (b) => kernels.entry(b),
     passingRatio: 1,
   });
   assert.equal(await store.commit(checked.write), true);
