@@ -133,6 +133,13 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
       const link = word(st, st.end - 8n)!;
       assert.ok(link >= task.begin && link < task.end, `link ${link.toString(16)} lies on the task stack`);
       const r = c.check.results.find((x) => x.strategy === 'orc')!;
+      const startFn = session.profile.symbols.format(c.sample.regs!.ip!);
+      if (c.singleStep && /^__x86_indirect_thunk_/.test(startFn) && r.unwind.outcome === 'end_of_stack' && r.unwind.frames.length === 1) {
+        // Single-stepped into a retpoline thunk past its first instruction: the 6.1 ORC table marks
+        // the rest of the thunk as an end hint, so the kernel's own unwinder stops here too.
+        assert.equal(session.build.orc.type[session.build.orc.find(r.unwind.frames[0]!.ipS)], ORC_TYPE.END_OF_STACK, startFn);
+        continue;
+      }
       assert.deepEqual(r.unwind.stacks.slice(0, 2), ['irq', 'task'], r.unwind.message);
       assert.ok(r.unwind.frames.some((f) => f.stack === 'task'), 'frames continue on the task stack');
     }
