@@ -4,11 +4,12 @@
 //
 // Env: STACKSANITY_API_URL (default http://127.0.0.1:3000), STACKSANITY_FEEDER_TOKEN (required),
 // STACKSANITY_FEED_RATE samples/s (default 200), STACKSANITY_FEED_BATCH (default 100),
-// STACKSANITY_FEED_HOSTS (default 4), STACKSANITY_FEED_SEED (default 1), STACKSANITY_FEED_FAULTS
+// STACKSANITY_FEED_HOSTS (default 4), STACKSANITY_FEED_SEED (default: new each run), STACKSANITY_FEED_FAULTS
 // (comma-separated emulator faults, default corrupt_bp,clobber_ret,stale_frames; empty for none),
 // STACKSANITY_FEED_FAULT_RATE (default 0.05).
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { randomInt } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { feederSource } from '../services/pipeline/feed.ts';
 
@@ -21,10 +22,13 @@ if (!token) {
 const rate = Number(process.env.STACKSANITY_FEED_RATE ?? 200);
 const batchSize = Number(process.env.STACKSANITY_FEED_BATCH ?? 100);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+// A new seed each run: with a fixed one a restarted feeder re-sent the last run's batches, which
+// the service (rightly) took as retries and did not check again. Set it to replay a run.
+const seed = process.env.STACKSANITY_FEED_SEED !== undefined ? Number(process.env.STACKSANITY_FEED_SEED) : randomInt(1, 2 ** 31);
 const source = await feederSource({
   root,
   hosts: Number(process.env.STACKSANITY_FEED_HOSTS ?? 4),
-  seed: Number(process.env.STACKSANITY_FEED_SEED ?? 1),
+  seed,
   ...(process.env.STACKSANITY_FEED_FAULTS !== undefined ? { faults: process.env.STACKSANITY_FEED_FAULTS.split(',').filter(Boolean) } : {}),
   ...(process.env.STACKSANITY_FEED_FAULT_RATE !== undefined ? { faultRate: Number(process.env.STACKSANITY_FEED_FAULT_RATE) } : {}),
   warn: (m) => process.stderr.write(`emulated host: ${m}\n`),

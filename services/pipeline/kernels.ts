@@ -2,6 +2,7 @@
 // hash per build with a revision counter, so workers rebuild their cached KernelProfile only when
 // an upload changed it.
 import type { Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
 import { gzipSync, gunzipSync } from 'node:zlib';
 import { KernelProfile, parseProfileOptions, type ProfileOptions } from '../core/symbols/profile.ts';
 import { decodeOrcUpload, OrcTable } from '../core/unwind/orc-table.ts';
@@ -36,14 +37,19 @@ export class KernelStore {
     const opts = await this.options(buildId);
     const profile = KernelProfile.fromKallsyms(text, { ...opts, buildId, file: `kernels/${buildId}/symbols` });
     const key = this.keys.kernel(buildId);
-    const rev = await this.redis.multi().hset(key, 'symbols', gzipSync(text, { level: 6 })).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
+    const digest = sha256(text);
+    const same = await this.unchanged(key, 'symbols_sha256', digest);
+    if (same !== undefined) return info(buildId, profile, opts, true, same);
+    const rev = await this.redis.multi().hset(key, 'symbols', gzipSync(text, { level: 6 }), 'symbols_sha256', digest).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
     return info(buildId, profile, opts, true, Number(rev?.[1]?.[1] ?? 0));
   }
 
   async putOptions(buildId: string, json: unknown): Promise<ProfileOptions> {
     const opts = parseProfileOptions(json, `kernels/${buildId}/profile`);
     const key = this.keys.kernel(buildId);
-    await this.redis.multi().hset(key, 'options', JSON.stringify(opts)).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
+    const text = JSON.stringify(opts);
+    if ((await this.unchanged(key, 'options', text)) !== undefined) return opts;
+    await this.redis.multi().hset(key, 'options', text).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
     return opts;
   }
 
@@ -54,8 +60,21 @@ export class KernelStore {
   async putOrc(buildId: string, body: Uint8Array): Promise<{ entries: number; layout: string; rev: number }> {
     const table = OrcTable.fromSections(decodeOrcUpload(body));
     const key = this.keys.kernel(buildId);
-    const res = await this.redis.multi().hset(key, 'orc', gzipSync(body, { level: 6 })).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
+    const digest = sha256(body);
+    const same = await this.unchanged(key, 'orc_sha256', digest);
+    if (same !== undefined) return { entries: table.length, layout: table.layout, rev: same };
+    const res = await this.redis.multi().hset(key, 'orc', gzipSync(body, { level: 6 }), 'orc_sha256', digest).hincrby(key, 'rev', 1).sadd(this.keys.kernels, buildId).exec();
     return { entries: table.length, layout: table.layout, rev: Number(res?.[1]?.[1] ?? 0) };
+  }
+
+  /**
+   * The revision when `field` already holds `value`: an upload of what is stored (a host agent
+   * re-sending its kernel at every start) keeps the revision, so traces checked against it are not
+   * reported as checked against another profile.
+   */
+  private async unchanged(key: string, field: string, value: string): Promise<number | undefined> {
+    const [stored, rev] = await this.redis.hmget(key, field, 'rev');
+    return stored === value && rev !== null ? Number(rev) : undefined;
   }
 
   async hasSymbols(buildId: string): Promise<boolean> {
@@ -114,4 +133,8 @@ export class KernelStore {
 
 function info(buildId: string, p: KernelProfile, options: ProfileOptions, hasSymbols: boolean, rev: number): KernelInfo {
   return { buildId, symbols: p.symbols.length, layouts: [...p.layouts], options, hasSymbols, rev, ...(p.orc ? { orc: { entries: p.orc.length, layout: p.orc.layout } } : {}) };
+}
+
+function sha256(data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
 }

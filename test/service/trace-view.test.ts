@@ -108,6 +108,12 @@ test('after the symbols are re-uploaded with a change, the detail says the profi
   const withVfsRead = before.find((t) => (t.results as Result[]).some((r) => r.unwind.frames.some((f) => f.symbol.startsWith('vfs_read'))));
   assert.ok(withVfsRead, 'some stored trace has a vfs_read frame');
   const rev0 = (await kernels.info(build))!.rev;
+  assert.equal(before.filter((t) => 'recheck' in t).length, 0, 'checked and read with the same profile: no note');
+
+  // The same symbols again (a host agent re-sends its kernel at every start): nothing changed.
+  await putSymbols(build, text);
+  assert.equal((await kernels.info(build))!.rev, rev0);
+  assert.equal('recheck' in (await detail(withVfsRead.id as string)), false);
 
   // A renamed function: same addresses and verdicts, other symbols.
   await putSymbols(build, text.replace(/ vfs_read$/m, ' vfs_read_v2'));
