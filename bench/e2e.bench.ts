@@ -8,6 +8,7 @@
 // BENCH_INFLIGHT (batches uploaded but not yet checked, default 8), BENCH_RATE (paced phase,
 // default 10000 samples/s).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { Agent, request } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -18,6 +19,11 @@ import { Redis } from 'ioredis';
 import { feederSource } from '../services/pipeline/feed.ts';
 import { freePort, startPrivateRedis } from '../services/pipeline/redis-server.ts';
 import { Keys } from '../services/pipeline/keys.ts';
+import { encodeBatch, gunzipBody, type BatchJob } from '../services/pipeline/job.ts';
+import { checkBatch } from '../services/pipeline/check-batch.ts';
+import { decodeBatch } from '../services/core/dump/batch.ts';
+import { KernelProfile, parseProfileOptions } from '../services/core/symbols/profile.ts';
+import type { FeedKernel } from '../services/pipeline/feed.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
@@ -45,12 +51,16 @@ function rssOf(pid: number): number {
   }
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of 10 ms). */
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of
+ * 10 ms), plus its reaped children's: Redis forks to rewrite its append-only file, and that
+ * child's CPU is Redis's work on the same cores.
+ */
 function cpuOf(pid: number): number {
   try {
     const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
   } catch {
     return 0;
   }
@@ -70,6 +80,42 @@ function childrenOf(pid: number): number[] {
       return [];
     }
   }
+}
+
+/**
+ * The work a sample needs whatever carries it, measured in this process on the same bodies before
+ * the service starts: the API's gunzip and transcode, the worker's decode and checkBatch (every
+ * strategy, tallies, trace records), no HTTP, no Redis, no queue. `cpu` is this process's CPU per
+ * sample over the timed rounds, GC threads included, as the service's figures are; the stages are
+ * split by wall time on the main thread (CPU time cannot be read finely enough per stage).
+ */
+async function inherentWork(bodies: Buffer[], kernels: FeedKernel[]): Promise<{ gunzip: number; transcode: number; decode: number; check: number; cpu: number }> {
+  const profiles = new Map(kernels.map((k) => [k.buildId, { profile: KernelProfile.fromKallsyms(k.kallsyms, { ...parseProfileOptions(k.profile), buildId: k.buildId }), rev: 1 }]));
+  const job: BatchJob = { v: 2, format: 'text', gzip: false, uploader: 'bench', source: 'emulator', receivedAt: Date.now(), accepted: BATCH, skip: [] };
+  const wall = { gunzip: 0, transcode: 0, decode: 0, check: 0 };
+  let samples = 0;
+  const pass = async (timed: boolean): Promise<void> => {
+    for (const [i, gz] of bodies.entries()) {
+      const t0 = performance.now();
+      const text = gunzipBody(gz, 1 << 30);
+      const t1 = performance.now();
+      const enc = encodeBatch(text, 'text', 1 << 30);
+      const t2 = performance.now();
+      const d = decodeBatch(enc.bytes);
+      const t3 = performance.now();
+      await checkBatch(`inherent-${i}`, job, d.samples, d.indices, { profile: async (b) => profiles.get(b), passingRatio: 0.01 }, d.records);
+      if (!timed) continue;
+      wall.gunzip += t1 - t0; wall.transcode += t2 - t1; wall.decode += t3 - t2; wall.check += performance.now() - t3;
+      samples += d.samples.length;
+    }
+  };
+  await pass(false); // warms the JIT
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  while (samples === 0 || performance.now() - start < 3000) await pass(true);
+  const c = process.cpuUsage(cpu0);
+  const us = (ms: number): number => (ms * 1000) / samples;
+  return { gunzip: us(wall.gunzip), transcode: us(wall.transcode), decode: us(wall.decode), check: us(wall.check), cpu: (c.user + c.system) / samples };
 }
 
 async function noopCeiling(url: string): Promise<{ jobsPerSec: number; jobs: number }> {
@@ -123,6 +169,10 @@ async function main(): Promise<void> {
     const rawBytes = source.batch(BATCH).length;
     log(`  ${bodies.length} batches of ${BATCH} samples (${source.kind}); ${(rawBytes / 1024).toFixed(0)} KiB text, ${(bodies[0]!.length / 1024).toFixed(0)} KiB gzip each`);
 
+    log('inherent work per sample (this process, no I/O)...');
+    const inherent = await inherentWork(bodies, source.kernels);
+    const inherentTotal = inherent.cpu;
+
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     // BENCH_SERVE_NODE_ARGS: Node flags for the serve (API) process, e.g. --cpu-prof to profile it.
@@ -175,13 +225,28 @@ async function main(): Promise<void> {
       }, (e: Error) => log(`watcher: ${e.message}`)).finally(() => { polling = false; });
     }, 20);
 
+    // node:http with keep-alive rather than fetch: the load generator shares the two cores with
+    // the service, and undici's fetch cost it more CPU per upload than the request itself needs.
+    const agent = new Agent({ keepAlive: true, maxSockets: INFLIGHT * 2 });
+    const post = (path: string, headers: Record<string, string>, body: Buffer): Promise<{ status: number; text: string }> =>
+      new Promise((resolve, reject) => {
+        const req = request(`${base}${path}`, { method: 'POST', agent, headers: { ...headers, 'content-length': String(body.length) } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+
     /** Uploads one batch; resolves with a promise of its commit (the watcher settles it). */
     const upload = async (phase: Phase): Promise<Promise<void>> => {
       const body = bodies[seq % bodies.length]!;
       const t0 = performance.now();
-      const r = await fetch(`${base}/v1/samples?source=emulator`, { method: 'POST', headers: { ...auth, 'content-type': 'application/gzip', 'idempotency-key': `bench-${seq++}` }, body });
-      const j = (await r.json()) as { job?: string; accepted?: number; rejected?: number };
-      if (r.status !== 202 || !j.job) throw new Error(`upload: ${r.status} ${JSON.stringify(j).slice(0, 300)}`);
+      const r = await post(`/v1/samples?source=emulator`, { ...auth, 'content-type': 'application/gzip', 'idempotency-key': `bench-${seq++}` }, body);
+      const j = JSON.parse(r.text) as { job?: string; accepted?: number; rejected?: number };
+      if (r.status !== 202 || !j.job) throw new Error(`upload: ${r.status} ${r.text.slice(0, 300)}`);
       phase.uploaded += j.accepted ?? 0;
       phase.rejected += j.rejected ?? 0;
       return new Promise<void>((done) => pending.set(j.job!, { t0, phase, done }));
@@ -196,6 +261,8 @@ async function main(): Promise<void> {
       ...childrenOf(serve!.pid!).filter((p) => cmdOf(p).includes('workers/checker')).map((p, i) => [`worker ${i + 1}`, p] as [string, number]),
       ['redis-server', redisServer.child.pid!],
     ];
+    // Redis's command statistics for the saturated phase alone (not the no-op baseline's jobs).
+    await redis.config('RESETSTAT');
     const cpuBefore = new Map(procs().map(([, p]) => [p, cpuOf(p)]));
     const selfBefore = process.cpuUsage();
 
@@ -214,6 +281,11 @@ async function main(): Promise<void> {
     sat.seconds = (performance.now() - t1) / 1000;
     const cpuUsed = procs().map(([name, p]) => [name, cpuOf(p) - (cpuBefore.get(p) ?? 0)] as [string, number]);
     const self = process.cpuUsage(selfBefore);
+    const satBatches = committedAtEnd / BATCH;
+    // Where Redis's own CPU went, by command (Lua scripts show as eval/evalsha plus what they call).
+    const cmdStats = [...(await redis.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
+      .map((m) => ({ cmd: m[1]!, calls: Number(m[2]), usec: Number(m[3]) }))
+      .sort((a, b) => b.usec - a.usec).slice(0, 12);
     cpuUsed.push(['bench client (not the service)', (self.user + self.system) / 1e6]);
     while ([...pending.values()].some((e) => e.phase === sat)) await sleep(20);
     sat.committed = committedAtEnd;
@@ -237,11 +309,9 @@ async function main(): Promise<void> {
 
     clearInterval(sampler);
     clearInterval(watch);
+    agent.destroy();
     const info = await redis.info('memory');
-    // Where Redis's own CPU went, by command (Lua scripts show as evalsha plus what they call).
-    const cmdStats = [...(await redis.info('commandstats')).matchAll(/cmdstat_(\w+):calls=(\d+),usec=(\d+)/g)]
-      .map((m) => ({ cmd: m[1]!, calls: Number(m[2]), usec: Number(m[3]) }))
-      .sort((a, b) => b.usec - a.usec).slice(0, 10);
+    const persistence = await redis.info('persistence');
     const mem = (k: string): number => Number(new RegExp(`${k}:(\\d+)`).exec(info)?.[1] ?? 0);
     const cmd = (pid: number): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
     const workerPids = childrenOf(serve.pid!).filter((p) => cmd(p).includes('workers/checker'));
@@ -264,6 +334,7 @@ async function main(): Promise<void> {
       ...workerPids.map((p, i) => `| peak RSS: worker ${i + 1} | ${mb(peakRss.get(p) ?? 0)} |`),
       `| Redis used_memory now / peak | ${mb(mem('used_memory'))} / ${mb(mem('used_memory_peak'))} |`,
       `| samples rejected by the API | ${sat.rejected + paced.rejected} |`,
+      `| Redis AOF rewrites during the run | ${/aof_rewrites:(\d+)/.exec(persistence)?.[1] ?? '?'} |`,
       '',
       `CPU in the saturated phase (${sat.seconds.toFixed(1)} s wall, ${committedAtEnd} samples committed), from /proc/<pid>/stat:`,
       '',
@@ -273,11 +344,17 @@ async function main(): Promise<void> {
       `| service total (API + workers + Redis) | ${svcCpu.toFixed(2)} | ${(svcCpu / sat.seconds).toFixed(2)} | ${(svcCpu * 1e6 / Math.max(1, committedAtEnd)).toFixed(1)} |`,
       `| ceiling on ${cpu.length} cores at that cost (all cores to the service) | | | ${(cpu.length / (svcCpu / Math.max(1, committedAtEnd))).toFixed(0)} samples/s |`,
       '',
-      'Redis commands over the whole run (INFO commandstats, top 10 by time; script bodies count under the commands they call too):',
+      'Inherent work per sample on the same batches, one process, no HTTP/Redis/queue, measured before the service started (stages by main-thread wall time; total = process CPU, GC threads included):',
       '',
-      '| command | calls | µs total | µs per call |',
-      '|---|---:|---:|---:|',
-      ...cmdStats.map((c) => `| ${c.cmd} | ${c.calls} | ${c.usec} | ${(c.usec / Math.max(1, c.calls)).toFixed(1)} |`),
+      '| gunzip | transcode | decode | checkBatch | total CPU | service total ÷ inherent | ceiling on all cores at the inherent cost alone |',
+      '|---:|---:|---:|---:|---:|---:|---:|',
+      `| ${inherent.gunzip.toFixed(1)} µs | ${inherent.transcode.toFixed(1)} µs | ${inherent.decode.toFixed(1)} µs | ${inherent.check.toFixed(1)} µs | ${inherentTotal.toFixed(1)} µs | ${((svcCpu * 1e6 / Math.max(1, committedAtEnd)) / inherentTotal).toFixed(2)}× | ${(cpu.length * 1e6 / inherentTotal).toFixed(0)} samples/s |`,
+      '',
+      `Redis commands in the saturated phase (INFO commandstats, top 12 by time, ${satBatches.toFixed(0)} batches; script bodies count under the commands they call too):`,
+      '',
+      '| command | calls | calls per batch | µs total | µs per call | µs per batch |',
+      '|---|---:|---:|---:|---:|---:|',
+      ...cmdStats.map((c) => `| ${c.cmd} | ${c.calls} | ${(c.calls / satBatches).toFixed(1)} | ${c.usec} | ${(c.usec / Math.max(1, c.calls)).toFixed(1)} | ${(c.usec / satBatches).toFixed(0)} |`),
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

@@ -133,9 +133,8 @@ export class CheckerWorker {
     await this.pause('before-commit');
     const counted = await this.store.commit(checked.write);
     if (counted) this.totals.add(checked.write.metrics);
+    // The commit deleted the batch's bytes with the results in (a retry from here on finds the marker).
     await this.pause('after-commit');
-    // Only after the commit: a retry of this job must still find its bytes if we die before here.
-    await this.redis.del(this.keys.body(id));
     this.batches++;
     return { ...checked.result, counted };
   }

@@ -20,6 +20,7 @@
 //   done:<job>    STRING the batch was committed (expires after the idempotency window)
 import type { Redis } from 'ioredis';
 import type { Keys } from './keys.ts';
+import { runScript } from './redis.ts';
 
 export interface TraceMeta {
   id: string;
@@ -82,9 +83,41 @@ export interface StoredTrace {
 }
 
 /**
- * One batch's writes, applied only when the batch's idempotency marker was absent.
- * KEYS: done marker, traces, tmeta. ARGV[1]: marker ttl; ARGV[2]: the counters and index entries
- * as JSON (below); ARGV[3..]: one (id, body, meta) triple per stored trace, as separate
+ * Drops traces beyond the count cap or older than the cutoff from idx:all, the bodies and meta.
+ * Secondary indexes are trimmed by score and size when written and skip vanished ids on read.
+ * Shared by the commit (after a batch's writes) and trim() (an operator's or a test's call); the
+ * key and argument expressions are those of the script it is part of.
+ */
+function trimLua(all: string, traces: string, meta: string, cutoff: string, max: string): string {
+  return `
+  local old = redis.call('ZRANGEBYSCORE', ${all}, '-inf', '(' .. ${cutoff}, 'LIMIT', 0, 1000)
+  local excess = redis.call('ZCARD', ${all}) - #old - tonumber(${max})
+  local ids = old
+  if excess > 0 then
+    local more = redis.call('ZRANGE', ${all}, #old, #old + math.min(excess, 1000) - 1)
+    for _, id in ipairs(more) do table.insert(ids, id) end
+  end
+  for s = 1, #ids, 500 do
+    local chunk = {unpack(ids, s, math.min(s + 499, #ids))}
+    redis.call('ZREM', ${all}, unpack(chunk))
+    redis.call('HDEL', ${traces}, unpack(chunk))
+    redis.call('HDEL', ${meta}, unpack(chunk))
+  end`;
+}
+const TRIM_BODY = trimLua('KEYS[4]', 'KEYS[2]', 'KEYS[3]', 'ARGV[3]', 'ARGV[4]');
+
+/** KEYS: idx:all, traces, tmeta. ARGV: cutoff score, max count. Returns how many were dropped. */
+const TRIM_LUA = `${trimLua('KEYS[1]', 'KEYS[2]', 'KEYS[3]', 'ARGV[1]', 'ARGV[2]')}
+  return #ids
+`;
+
+/**
+ * One batch's writes, applied only when the batch's idempotency marker was absent, then the trim
+ * of the trace store (below) when the batch stored traces: one script, one round trip.
+ * KEYS: done marker, traces, tmeta, idx:all, hosts, the batch's queued bytes (deleted: once the
+ * results are in, a retry finds the marker and needs no bytes). ARGV[1]: marker ttl; ARGV[2]: the counters
+ * and index entries as JSON (below); ARGV[3]: trim cutoff score; ARGV[4]: max traces; ARGV[5]:
+ * host-list cutoff (ms); ARGV[6..]: one (id, body, meta) triple per stored trace, as separate
  * arguments because bodies are binary. Every number in the JSON is a string, so Lua never
  * reformats one (it would print large scores with an exponent).
  *   i: [[hash, [field, n, field, n, ...]], ...]   HINCRBY
@@ -99,13 +132,14 @@ export interface StoredTrace {
  * Returns 1 when applied, 0 when the batch had been committed before.
  */
 const COMMIT_LUA = `
+redis.call('DEL', KEYS[6])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
 local d = cjson.decode(ARGV[2])
 local function many(cmd, key, list)
   for s = 1, #list, 512 do redis.call(cmd, key, unpack(list, s, math.min(s + 511, #list))) end
 end
 local bodies, metas = {}, {}
-for a = 3, #ARGV, 3 do
+for a = 6, #ARGV, 3 do
   bodies[#bodies + 1] = ARGV[a]
   bodies[#bodies + 1] = ARGV[a + 1]
   metas[#metas + 1] = ARGV[a]
@@ -126,6 +160,10 @@ for _, g in ipairs(d.t) do
   redis.call('ZREMRANGEBYRANK', g[1], 0, g[3])
 end
 for _, g in ipairs(d.e) do redis.call('EXPIRE', g[1], g[2]) end
+if #bodies > 0 then
+  ${TRIM_BODY}
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[5])
+end
 return 1
 `;
 
@@ -139,28 +177,6 @@ function packJson(v: unknown): string {
   if (!/\\ud[89a-f]/i.test(json)) return json;
   return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'string' ? (x as string & { toWellFormed(): string }).toWellFormed() : x));
 }
-
-/**
- * Drops traces beyond the count cap or older than the cutoff from idx:all, the bodies and meta.
- * Secondary indexes are trimmed by score and size when written and skip vanished ids on read.
- * KEYS: idx:all, traces, tmeta. ARGV: cutoff score, max count.
- */
-const TRIM_LUA = `
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
-local excess = redis.call('ZCARD', KEYS[1]) - #old - tonumber(ARGV[2])
-local ids = old
-if excess > 0 then
-  local more = redis.call('ZRANGE', KEYS[1], #old, #old + math.min(excess, 1000) - 1)
-  for _, id in ipairs(more) do table.insert(ids, id) end
-end
-for s = 1, #ids, 500 do
-  local chunk = {unpack(ids, s, math.min(s + 499, #ids))}
-  redis.call('ZREM', KEYS[1], unpack(chunk))
-  redis.call('HDEL', KEYS[2], unpack(chunk))
-  redis.call('HDEL', KEYS[3], unpack(chunk))
-end
-return #ids
-`;
 
 /** Caps the distinct values of the host label: KEYS[1] set of labelled hosts, ARGV host, cap. */
 const HOST_LABEL_LUA = `
@@ -257,9 +273,9 @@ export class TraceStore {
     const now = String(Date.now());
     for (const h of w.hostSummaries.keys()) zadd1(k.hosts, now, h);
     const packed = packJson({ i: incr, f: floats, z: [...zadd], t: trims, e: expire });
-    const applied = (await this.redis.eval(COMMIT_LUA, 3, k.done(w.jobId), k.traces, k.traceMeta, this.limits.idempotencySeconds, packed, ...traceArgs)) === 1;
-    if (applied && w.traces.length > 0) await this.trim();
-    return applied;
+    const hostCutoff = String(Date.now() - this.limits.traceMaxAgeSeconds * 1000);
+    const keys = [k.done(w.jobId), k.traces, k.traceMeta, idxAll, k.hosts, k.body(w.jobId)];
+    return (await runScript(this.redis, COMMIT_LUA, keys, [this.limits.idempotencySeconds, packed, cutoff, this.limits.traceMax, hostCutoff, ...traceArgs])) === 1;
   }
 
   async isCommitted(jobId: string): Promise<boolean> {
@@ -269,14 +285,14 @@ export class TraceStore {
   async trim(): Promise<number> {
     const cutoff = (Date.now() - this.limits.traceMaxAgeSeconds * 1000) * 1000;
     const k = this.keys;
-    const n = Number(await this.redis.eval(TRIM_LUA, 3, k.index('all'), k.traces, k.traceMeta, cutoff, this.limits.traceMax));
+    const n = Number(await runScript(this.redis, TRIM_LUA, [k.index('all'), k.traces, k.traceMeta], [cutoff, this.limits.traceMax]));
     // Hosts idle past the retention age leave the host list.
     await this.redis.zremrangebyscore(k.hosts, '-inf', `(${Date.now() - this.limits.traceMaxAgeSeconds * 1000}`);
     return n;
   }
 
   async hostLabelAllowed(host: string, cap: number): Promise<boolean> {
-    return (await this.redis.eval(HOST_LABEL_LUA, 1, this.keys.hostLabels, host, cap)) === 1;
+    return (await runScript(this.redis, HOST_LABEL_LUA, [this.keys.hostLabels], [host, cap])) === 1;
   }
 
   /** The trace's body and meta, or null when it is unknown or was trimmed. */

@@ -80,8 +80,9 @@ test('bytes of a newer binary version fail that job with the reason; the worker 
   const newer = Buffer.from([0x89, 0x53, 0x53, 0x42, 0x7f, 0, 0, 0, 0, 0, 0, 0]);
   await enqueueRaw('b-newer-form', newer, { v: 2 });
   const failed = await waitFor('the job to fail', async () => {
-    const j = await queue.getJob('b-newer-form');
-    return j && (await j.getState()) === 'failed' ? j : undefined;
+    // State first: a job read before its failure was recorded would have no failedReason.
+    if ((await queue.getJobState('b-newer-form')) !== 'failed') return undefined;
+    return queue.getJob('b-newer-form');
   });
   assert.match(failed.failedReason, /version 127 is newer/);
   assert.equal(failed.attemptsMade, 1, 'not retried: the bytes will not become readable');

@@ -2,10 +2,12 @@
 // commits, the host-label cap, and metric rendering of the committed totals.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Keys } from '../../services/pipeline/keys.ts';
 import { TraceStore, decodeTraceBody, encodeTraceBody, type TraceRecord } from '../../services/pipeline/trace-store.ts';
 import { BatchTally, renderSeries, strategyIndex, verdictIndex } from '../../services/pipeline/metrics.ts';
+import { runScript } from '../../services/pipeline/redis.ts';
 import { SHARED_REDIS, cleanup, uniquePrefix } from './helpers.ts';
 
 const prefix = uniquePrefix('store');
@@ -130,4 +132,16 @@ test('a batch of many traces is stored whole (the script splits long commands)',
   } finally {
     await cleanup(p);
   }
+});
+
+test('scripts run by SHA1; a script Redis does not hold yet is sent once, then found by its hash', async () => {
+  // A body no one has run: Redis answers the first EVALSHA with NOSCRIPT, as after a restart.
+  const body = `return ARGV[1] .. ':' .. KEYS[1] -- ${prefix} ${Math.random()}`;
+  const sha = createHash('sha1').update(body).digest('hex');
+  assert.deepEqual(await redis.script('EXISTS', sha), [0]);
+  assert.equal(await runScript(redis, body, [`${prefix}:k`], ['a']), `a:${prefix}:k`);
+  assert.deepEqual(await redis.script('EXISTS', sha), [1], 'the fallback loaded the body');
+  assert.equal(await runScript(redis, body, [`${prefix}:k`], ['b']), `b:${prefix}:k`);
+  // Errors other than NOSCRIPT are the script's own and reach the caller.
+  await assert.rejects(runScript(redis, `return redis.call('NO_SUCH_COMMAND') -- ${Math.random()}`, [], []), /Unknown Redis command|unknown command/i);
 });

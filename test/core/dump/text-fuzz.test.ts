@@ -126,11 +126,18 @@ function mutate(text: string, rnd: () => number): string {
 const REASONS: ReadonlySet<string> = new Set(REJECT_REASONS);
 const plain = (ss: Sample[]): Omit<Sample, 'source'>[] => ss.map(({ source: _s, ...rest }) => rest);
 
+/**
+ * Hang guards, not speed targets (those live in the benchmarks): these inputs parse in
+ * milliseconds, while a parser quadratic in a 200,000-character line would take tens of seconds
+ * or more. The bound leaves room for a slow, shared machine.
+ */
+const HANG_MS = 10_000;
+
 function checkParse(input: string, label: string): void {
   const t0 = performance.now();
   const r = parseTextDump(input, { file: 'fuzz.txt' });
   const ms = performance.now() - t0;
-  assert.ok(ms < 500, `${label}: parse took ${ms.toFixed(0)} ms`);
+  assert.ok(ms < HANG_MS, `${label}: parse took ${ms.toFixed(0)} ms`);
   let last = -1;
   for (const j of r.rejected) {
     assert.ok(REASONS.has(j.reason), `${label}: reason ${j.reason}`);
@@ -175,7 +182,7 @@ describe('text parser fuzz', () => {
       const t0 = performance.now();
       parseTextDump(input);
       const ms = performance.now() - t0;
-      assert.ok(ms < 1000, `${label}: ${ms.toFixed(0)} ms`);
+      assert.ok(ms < HANG_MS, `${label}: ${ms.toFixed(0)} ms`);
     }
   });
 });
