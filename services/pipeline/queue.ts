@@ -1,10 +1,10 @@
 // The BullMQ queue of sample batches and the checker worker that drains it.
-import { Queue, Worker, UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createServer, type Server } from 'node:http';
 import type { ServiceConfig } from './config.ts';
 import { JOB_NAME, decodeBody, parseBatch, sampleIndices, type BatchJob, type BatchResult } from './job.ts';
-import { decodeBatch, isEncodedBatch } from '../core/dump/batch.ts';
+import { BATCH_VERSION, batchFormVersion, decodeBatch, isEncodedBatch } from '../core/dump/batch.ts';
 import { DumpError } from '../core/dump/errors.ts';
 import type { Sample } from '../core/dump/sample.ts';
 import { Keys } from './keys.ts';
@@ -41,6 +41,14 @@ export interface Fault {
   ms: number;
 }
 
+/**
+ * How long a batch in a newer binary form than this worker reads waits before it is offered again.
+ * During a rolling upgrade that updated the API first, such batches wait for an upgraded worker
+ * instead of failing: what the API accepted is not lost. They wait at most as long as their bytes
+ * live (the idempotency TTL); then the job fails with "the bytes are gone".
+ */
+export const NEWER_FORM_RETRY_MS = 30_000;
+
 export function parseFault(s: string | undefined): Fault | undefined {
   const m = s ? /^(before-commit|after-commit):(\d+)$/.exec(s) : null;
   return m ? { point: m[1] as Fault['point'], ms: Number(m[2]) } : undefined;
@@ -75,7 +83,7 @@ export class CheckerWorker {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    this.worker = new Worker<BatchJob, BatchResult>(cfg.queueName, (job) => this.process(job), {
+    this.worker = new Worker<BatchJob, BatchResult>(cfg.queueName, (job, token) => this.process(job, token), {
       connection: this.redis,
       prefix: cfg.prefix,
       concurrency: cfg.concurrency,
@@ -95,7 +103,7 @@ export class CheckerWorker {
     }
   }
 
-  async process(job: Job<BatchJob, BatchResult>): Promise<BatchResult> {
+  async process(job: Job<BatchJob, BatchResult>, token?: string): Promise<BatchResult> {
     const id = job.id!;
     const data = job.data;
     let body: Buffer | null = await this.redis.getBuffer(this.keys.body(id));
@@ -106,12 +114,20 @@ export class CheckerWorker {
     let samples: Sample[];
     let indices: number[];
     let records: Uint8Array[] | undefined;
+    const form = batchFormVersion(body);
+    if (form !== undefined && form > BATCH_VERSION) {
+      // Not damage: an API newer than this worker queued it. Leave it for an upgraded worker
+      // (DelayedError does not use up an attempt).
+      this.log(`batch ${id} is in binary batch form version ${form}, newer than this worker reads (${BATCH_VERSION}); offered again in ${NEWER_FORM_RETRY_MS / 1000} s`);
+      await job.moveToDelayed(Date.now() + NEWER_FORM_RETRY_MS, token);
+      throw new DelayedError();
+    }
     if (isEncodedBatch(body)) {
       // The windows of the decoded samples are views into body: it lives until the batch is checked.
       try {
         ({ samples, indices, records } = decodeBatch(body));
       } catch (e) {
-        // Bytes this worker cannot read will not get better on a retry (a newer API's form, damage).
+        // Damaged bytes will not get better on a retry.
         if (e instanceof DumpError) throw new UnrecoverableError(`batch ${id}: ${e.describe()}`);
         throw e;
       }

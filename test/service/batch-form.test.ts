@@ -1,6 +1,7 @@
 // The queue's payload: the API stores each upload's samples in the binary batch form, and a worker
-// must still check batches that an older API queued as the upload's own bytes (an upgrade loses
-// nothing accepted); bytes a worker cannot read fail that job with the reason, not the worker.
+// must still check batches that an older API queued as the upload's own bytes, and leave batches
+// of a newer form for an upgraded worker (an upgrade in either order loses nothing accepted);
+// damaged bytes fail that job with the reason, not the worker.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
@@ -76,15 +77,23 @@ test('an upload is queued in the binary form, and a batch an older API queued as
   assert.equal(unwinds, DEMO_SAMPLES * DEMO_STRATEGIES, 'one verdict per sample and strategy');
 });
 
-test('bytes of a newer binary version fail that job with the reason; the worker goes on', async () => {
+test('a batch in a newer binary form waits for an upgraded worker; damaged bytes fail that job with the reason; the worker goes on', async () => {
+  // An API upgraded before the workers: not damage, and accepted, so it must not be lost.
   const newer = Buffer.from([0x89, 0x53, 0x53, 0x42, 0x7f, 0, 0, 0, 0, 0, 0, 0]);
   await enqueueRaw('b-newer-form', newer, { v: 2 });
-  const failed = await waitFor('the job to fail', async () => {
+  const delayed = await waitFor('the job to be put back', async () => ((await queue.getJobState('b-newer-form')) === 'delayed' ? queue.getJob('b-newer-form') : undefined));
+  assert.equal(delayed.attemptsMade, 0, 'waiting for a worker that reads it uses up no attempt');
+  assert.ok(await redis.exists(keys.body('b-newer-form')), 'its bytes are kept');
+
+  // This version's magic and version byte, then a header that claims more records than there are.
+  const damaged = Buffer.from([0x89, 0x53, 0x53, 0x42, 0x01, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 2, 3]);
+  await enqueueRaw('b-damaged-form', damaged, { v: 2 });
+  const failed = await waitFor('the damaged job to fail', async () => {
     // State first: a job read before its failure was recorded would have no failedReason.
-    if ((await queue.getJobState('b-newer-form')) !== 'failed') return undefined;
-    return queue.getJob('b-newer-form');
+    if ((await queue.getJobState('b-damaged-form')) !== 'failed') return undefined;
+    return queue.getJob('b-damaged-form');
   });
-  assert.match(failed.failedReason, /version 127 is newer/);
+  assert.match(failed.failedReason, /batch b-damaged-form: .*batch\.count.*65535 samples/);
   assert.equal(failed.attemptsMade, 1, 'not retried: the bytes will not become readable');
 
   const r = await api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant('form-after') });

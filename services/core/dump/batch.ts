@@ -843,6 +843,11 @@ export function isEncodedBatch(bytes: Uint8Array): boolean {
   return bytes.length >= 4 && bytes[0] === MAGIC0 && bytes[1] === MAGIC1 && bytes[2] === MAGIC2 && bytes[3] === MAGIC3;
 }
 
+/** The form version of a binary batch (its fifth byte), or undefined for bytes that are not one. */
+export function batchFormVersion(bytes: Uint8Array): number | undefined {
+  return isEncodedBatch(bytes) && bytes.length > 4 ? bytes[4] : undefined;
+}
+
 function bind(bytes: Uint8Array): void {
   B = bytes;
   D = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
