@@ -6,7 +6,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { loadConfig, type ServiceConfig } from '../pipeline/config.ts';
 import { ensureRedis, redact, type RedisHandle } from '../pipeline/redis-server.ts';
 import { startApi, type ApiServer } from '../api/server.ts';
@@ -14,6 +14,8 @@ import { TokenSet, randomToken } from '../api/tokens.ts';
 import type { Io } from './check.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The build id examples/demo.dump names (examples/make-demo.ts). */
+const EXAMPLE_BUILD = 'demo-encoded-fp';
 const EXIT_USAGE = 2;
 
 export async function serve(args: string[], io: Io): Promise<number> {
@@ -135,11 +137,16 @@ export async function serve(args: string[], io: Io): Promise<number> {
   feeder        ${opts['no-feeder'] ? 'off (--no-feeder)' : 'emulated host, on'}
 `);
   if (devToken) {
+    // The example's kernel is not one the feeder registers: its symbols go first, or every sample
+    // of the dump is refused as an unknown build id. Paths as seen from where serve was started.
+    const example = (f: string): string => relative(process.cwd(), join(ROOT, 'examples', f)) || f;
+    const curl = `curl -H 'Authorization: Bearer ${devToken}' -H 'Content-Type: text/plain' --data-binary`;
     io.out(`
   upload token (generated for this run; set STACKSANITY_TOKENS or STACKSANITY_TOKENS_FILE to choose your own):
     ${devToken}
-  try:
-    curl -H 'Authorization: Bearer ${devToken}' -H 'Content-Type: text/plain' --data-binary @examples/demo.dump '${base}/v1/samples'
+  try (the example kernel's symbols, then samples taken on it):
+    ${curl} @${example('demo.kallsyms')} '${base}/v1/kernels/${EXAMPLE_BUILD}/symbols'
+    ${curl} @${example('demo.dump')} '${base}/v1/samples'
 `);
   }
   io.out('Ctrl-C stops everything.\n');

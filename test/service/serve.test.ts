@@ -16,6 +16,15 @@ import { DEMO_BUILD, DEMO_KALLSYMS, ROOT, SHARED_REDIS, cleanup, demoVariant, te
 const prefix = uniquePrefix('serve');
 after(() => cleanup(prefix));
 
+function hasCurl(): boolean {
+  try {
+    execFileSync('curl', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -40,7 +49,8 @@ test('serve: one command up, traces within seconds, Ctrl-C stops everything and 
     await waitFor('the startup banner', async () => out.includes('Ctrl-C'), 30_000);
     const token = /\n\s+(ss_[A-Za-z0-9_-]+)\n/.exec(out)?.[1];
     assert.ok(token, `a generated token is printed:\n${out}`);
-    assert.match(out, new RegExp(`curl -H 'Authorization: Bearer ${token}'`));
+    const curls = out.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('curl '));
+    assert.ok(curls.length >= 1 && curls.every((l) => l.includes(`Bearer ${token}`)), `curl lines with the token:\n${out}`);
     const base = `http://127.0.0.1:${port}`;
     const summary = async (): Promise<Record<string, number>> => (await (await fetch(`${base}/v1/summary`)).json()) as Record<string, number>;
     await waitFor('the feeder\'s samples to be checked', async () => ((await summary()).samples ?? 0) > 0, 30_000, 250);
@@ -48,6 +58,20 @@ test('serve: one command up, traces within seconds, Ctrl-C stops everything and 
     assert.match(page, /href="\/traces\//, 'the web page lists failing traces');
     const metrics = await (await fetch(`${base}/metrics`)).text();
     assert.match(metrics, /stacksanity_unwinds_total\{/, 'the API carries the workers\' series');
+
+    // The printed lines, run as printed from where serve was started: a newcomer's first upload.
+    if (hasCurl()) {
+      const runs = curls.map((l) => {
+        const lines = execFileSync('sh', ['-c', `${l} -s -w '\\n%{http_code}'`], { cwd: ROOT }).toString().trimEnd().split('\n');
+        return { code: lines.pop(), body: lines.join('\n') };
+      });
+      assert.ok(runs.every((r) => r.code === '201' || r.code === '202'), `every printed curl line succeeds:\n${JSON.stringify(runs, null, 1)}`);
+      const answers = runs.map((r) => JSON.parse(r.body) as { job?: string; rejected?: number });
+      const upload = answers[answers.length - 1]!;
+      assert.ok(upload.job && upload.rejected === 0, `the example dump is accepted whole: ${JSON.stringify(upload)}`);
+    } else {
+      console.log('# curl is not installed: the printed curl lines were not run');
+    }
 
     const headers = { authorization: `Bearer ${token}` };
     const k = await fetch(`${base}/v1/kernels/${DEMO_BUILD}/symbols`, { method: 'POST', headers: { ...headers, 'content-type': 'text/plain' }, body: DEMO_KALLSYMS });
@@ -72,7 +96,7 @@ test('serve: one command up, traces within seconds, Ctrl-C stops everything and 
       await waitFor(`child ${pid} to be gone`, async () => !alive(pid), 5_000, 50).catch(() => undefined);
       assert.equal(alive(pid), false, `child ${pid} is gone`);
     }
-    assert.equal(out.split(token!).length - 1, 2, 'the token is printed once, with its curl line, and nowhere else');
+    assert.equal(out.split(token!).length - 1, 1 + curls.length, 'the token is printed once, in its curl lines, and nowhere else');
     assert.ok(!err.includes(token!), 'the token never reaches the logs');
 
     // Every accepted batch is committed or still queued; a worker started afterwards finishes them.
