@@ -37,10 +37,12 @@ ${(r.missing as string[] | undefined)?.length ? `<p>missing: <code>${esc((r.miss
   }).join('\n');
   const sample = (t.sample ?? {}) as Record<string, unknown>;
   // The detail is re-derived on read (trace-view.ts): say when that is not what the check saw.
-  const recheck = t.recheck as { profile_rev_then: number | null; profile_rev_now: number | null; verdicts_changed: boolean; then?: Record<string, unknown>; now?: Record<string, unknown> } | undefined;
+  const recheck = t.recheck as { profile_rev_then: number | null; profile_rev_now: number | null; checker_then?: string | null; checker_now?: string; verdicts_changed: boolean; then?: Record<string, unknown>; now?: Record<string, unknown> } | undefined;
   const notes = [
     ...(typeof t.message === 'string' ? [`<p class="bad">${esc(t.message)}</p><p>recorded verdicts: failing strategies <code>${esc(((t.strategies as string[] | undefined) ?? []).join(', ') || 'none')}</code> · reasons <code>${esc(((t.reasons as string[] | undefined) ?? []).join(', ') || 'none')}</code></p>`] : []),
-    ...(recheck ? [`<p class="bad">Re-derived with the kernel profile as it is now (revision ${esc(recheck.profile_rev_now ?? 'unknown')}); the sample was checked with revision ${esc(recheck.profile_rev_then ?? 'unknown')}.${recheck.verdicts_changed
+    ...(recheck ? [`<p class="bad">Re-derived with the kernel profile as it is now (revision ${esc(recheck.profile_rev_now ?? 'unknown')}); the sample was checked with revision ${esc(recheck.profile_rev_then ?? 'unknown')}.${recheck.checker_now !== undefined && recheck.checker_then !== recheck.checker_now
+      ? ` This checker (build ${esc(recheck.checker_now)}) is not the one that checked it (${esc(recheck.checker_then ?? 'not recorded')}).`
+      : ''}${recheck.verdicts_changed
       ? ` The verdicts differ from the stored ones: then ${esc(recheck.then?.status)} (${esc(((recheck.then?.reasons as string[] | undefined) ?? []).join(', ') || 'no reasons')}), now ${esc(recheck.now?.status)} (${esc(((recheck.now?.reasons as string[] | undefined) ?? []).join(', ') || 'no reasons')}).`
       : ' The verdicts are the stored ones; frames and symbols below are from the current profile.'}</p>`] : []),
   ].join('\n');

@@ -43,6 +43,8 @@ export interface CheckContext {
   /** The host label value for a host, or undefined when the host label is off. */
   hostLabel?: (host: string) => Promise<string>;
   passingRatio: number;
+  /** The checker build (checker-build.ts), recorded with each stored trace. */
+  checker?: string;
   /**
    * Traces stored per batch at most: the batch's writes go to Redis in one script, which must stay
    * short however many samples of a huge batch fail (the rest are still counted).
@@ -227,7 +229,7 @@ export async function checkBatch(
       const v: Verdicts = flagged || failing ? verdictsOf(check) : { failing, strategies: [], reasons: [] };
       const header: TraceHeader = {
         job: jobId, index, receivedAt: job.receivedAt, uploader: job.uploader, source: job.source,
-        ...(p.rev !== undefined ? { rev: p.rev } : {}),
+        ...(p.rev !== undefined ? { rev: p.rev } : {}), ...(ctx.checker !== undefined ? { checker: ctx.checker } : {}),
       };
       const record = records?.[n];
       if (record === undefined) toEncode.push({ sample: s, index, header, trace: traces.length });

@@ -13,6 +13,7 @@ import { SeriesTotals, createProcessRegistry } from './metrics.ts';
 import { connect, closeQuietly } from './redis.ts';
 import { TraceStore } from './trace-store.ts';
 import { checkBatch } from './check-batch.ts';
+import { checkerBuild } from './checker-build.ts';
 
 export type BatchQueue = Queue<BatchJob, BatchResult, typeof JOB_NAME>;
 
@@ -143,6 +144,7 @@ export class CheckerWorker {
     const checked = await checkBatch(id, data, samples, indices, {
       profile: (b) => this.kernels.entry(b),
       passingRatio: cfg.tracePassingRatio,
+      checker: checkerBuild(),
       maxTraces: Math.min(cfg.traceMax, 1000),
       ...(cfg.hostLabel ? { hostLabel: async (h: string) => ((await this.store.hostLabelAllowed(h, cfg.hostLabelCap)) ? h : 'other') } : {}),
     }, records);

@@ -7,7 +7,8 @@
 // Layout (all under the hash-tagged prefix, see keys.ts):
 //   traces        HASH  trace id -> binary body (encodeTraceBody): 0x01, u32le n, n bytes of JSON
 //                       header (job, index, received_at ms, uploader, source, rev: the kernel
-//                       profile revision checked with, when known), then the sample's binary
+//                       profile revision checked with, when known; checker: the checker build),
+//                       then the sample's binary
 //                       record. The detail (verdicts, frames, kernel-style text) is re-derived from
 //                       it on read (trace-view.ts). Bodies written before that are the detail's
 //                       JSON itself (they start with '{') and are served as they are.
@@ -47,13 +48,18 @@ export interface TraceHeader {
   source: string;
   /** The kernel profile's revision when the sample was checked; absent when it was not known. */
   rev?: number;
+  /** The checker build that checked it (checker-build.ts); absent in traces stored before it was recorded. */
+  checker?: string;
 }
 
 /** First byte of a binary body; a body of the JSON era starts with '{'. */
 const BODY_V1 = 0x01;
 
 export function encodeTraceBody(h: TraceHeader, record: Uint8Array): Buffer {
-  const head = JSON.stringify({ job: h.job, index: h.index, received_at: h.receivedAt, uploader: h.uploader, source: h.source, ...(h.rev !== undefined ? { rev: h.rev } : {}) });
+  const head = JSON.stringify({
+    job: h.job, index: h.index, received_at: h.receivedAt, uploader: h.uploader, source: h.source,
+    ...(h.rev !== undefined ? { rev: h.rev } : {}), ...(h.checker !== undefined ? { checker: h.checker } : {}),
+  });
   const headLen = Buffer.byteLength(head);
   const out = Buffer.allocUnsafe(5 + headLen + record.byteLength);
   out[0] = BODY_V1;
@@ -71,8 +77,11 @@ export function decodeTraceBody(b: Buffer): StoredBody {
   if (b.length < 5 || b[0] !== BODY_V1) throw new Error(`trace body of unknown form (first byte ${b[0] ?? 'none'})`);
   const headLen = b.readUInt32LE(1);
   if (5 + headLen > b.length) throw new Error('trace body truncated in its header');
-  const o = JSON.parse(b.toString('utf8', 5, 5 + headLen)) as { job: string; index: number; received_at: number; uploader: string; source: string; rev?: number };
-  const header: TraceHeader = { job: o.job, index: o.index, receivedAt: o.received_at, uploader: o.uploader, source: o.source, ...(o.rev !== undefined ? { rev: o.rev } : {}) };
+  const o = JSON.parse(b.toString('utf8', 5, 5 + headLen)) as { job: string; index: number; received_at: number; uploader: string; source: string; rev?: number; checker?: string };
+  const header: TraceHeader = {
+    job: o.job, index: o.index, receivedAt: o.received_at, uploader: o.uploader, source: o.source,
+    ...(o.rev !== undefined ? { rev: o.rev } : {}), ...(typeof o.checker === 'string' ? { checker: o.checker } : {}),
+  };
   return { kind: 'record', header, record: b.subarray(5 + headLen) };
 }
 

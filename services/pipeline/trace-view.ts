@@ -2,8 +2,9 @@
 // and checked again against the build's current profile. checkSample is deterministic, so with
 // the profile the sample was checked with this is exactly the detail the checker would have
 // rendered (the JSON that stored traces used to hold). When the profile has changed since (a new
-// revision) or the re-derived verdicts are not the stored ones, the detail says so in `recheck`
-// rather than pass the new results off as the ones the trace was stored for.
+// revision), another checker build renders it (checker-build.ts), or the re-derived verdicts are
+// not the stored ones, the detail says so in `recheck` rather than pass the new results off as the
+// ones the trace was stored for.
 import { checkSample } from '../core/check/checker.ts';
 import { sampleToJson } from '../core/dump/json.ts';
 import type { Sample } from '../core/dump/sample.ts';
@@ -11,6 +12,7 @@ import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
 import { decodeSampleRecord } from '../core/dump/batch.ts';
 import { BASELINE, strategiesFor, verdictsOf, type ProfileLookup, type Verdicts } from './check-batch.ts';
+import { checkerBuild } from './checker-build.ts';
 import { decodeTraceBody, type StoredTrace, type TraceHeader, type TraceMeta } from './trace-store.ts';
 
 /** The detail as the JSON text GET /v1/traces/{id} answers (a body of the JSON era verbatim). */
@@ -58,12 +60,16 @@ async function render(meta: TraceMeta, h: TraceHeader, record: Uint8Array, looku
   const doc: Record<string, unknown> = { ...head, sample: sampleToJson(sample), results, disagreements: checked.disagreements };
   const now = verdictsOf(check);
   const verdictsChanged = !sameVerdicts(now, meta);
-  // An unknown revision on either side cannot vouch for the symbols: say so too.
+  // An unknown revision or checker build on either side cannot vouch for the results: say so too.
   const revChanged = h.rev === undefined || at.rev === undefined || h.rev !== at.rev;
-  if (verdictsChanged || revChanged) {
+  const checker = checkerBuild();
+  const checkerChanged = h.checker === undefined || h.checker === 'unknown' || checker === 'unknown' || h.checker !== checker;
+  if (verdictsChanged || revChanged || checkerChanged) {
     doc.recheck = {
       profile_rev_then: h.rev ?? null,
       profile_rev_now: at.rev ?? null,
+      checker_then: h.checker ?? null,
+      checker_now: checker,
       verdicts_changed: verdictsChanged,
       ...(verdictsChanged ? {
         then: { status: meta.status, strategies: meta.strategies, reasons: meta.reasons },

@@ -11,12 +11,17 @@ import { parseTextDump } from '../../services/core/dump/text.ts';
 import { KernelProfile } from '../../services/core/symbols/profile.ts';
 import { formatHex64 } from '../../services/core/u64.ts';
 import { checkBatch, strategiesFor } from '../../services/pipeline/check-batch.ts';
+import { checkerBuild, sourcesDigest } from '../../services/pipeline/checker-build.ts';
+import { decodeTraceBody, encodeTraceBody } from '../../services/pipeline/trace-store.ts';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { BatchJob } from '../../services/pipeline/job.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import { KernelStore } from '../../services/pipeline/kernels.ts';
 import { traceStore } from '../../services/pipeline/queue.ts';
 import { sampleIndices } from '../../services/pipeline/job.ts';
-import { DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, SHARED_REDIS, TOKEN, TOKEN_HOST, auth, cleanup, testConfig, uniquePrefix } from './helpers.ts';
+import { DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, ROOT, SHARED_REDIS, TOKEN, TOKEN_HOST, auth, cleanup, testConfig, uniquePrefix } from './helpers.ts';
 
 const prefix = uniquePrefix('view');
 const cfg = testConfig(prefix, { STACKSANITY_RATE_LIMIT: '1000' });
@@ -53,6 +58,7 @@ async function storeDemo(jobId: string, buildId: string): Promise<string[]> {
   const checked = await checkBatch(jobId, job, renamed, indices, {
     profile: (b) => kernels.entry(b),
     passingRatio: 1,
+    checker: checkerBuild(),
   });
   assert.equal(await store.commit(checked.write), true);
   return checked.write.traces.map((t) => t.id);
@@ -118,7 +124,7 @@ test('after the symbols are re-uploaded with a change, the detail says the profi
   // A renamed function: same addresses and verdicts, other symbols.
   await putSymbols(build, text.replace(/ vfs_read$/m, ' vfs_read_v2'));
   const renamed = await detail(withVfsRead.id as string);
-  assert.deepEqual(renamed.recheck, { profile_rev_then: rev0, profile_rev_now: rev0 + 1, verdicts_changed: false });
+  assert.deepEqual(renamed.recheck, { profile_rev_then: rev0, profile_rev_now: rev0 + 1, checker_then: checkerBuild(), checker_now: checkerBuild(), verdicts_changed: false });
   const symbols = (renamed.results as Result[]).flatMap((r) => r.unwind.frames.map((f) => f.symbol));
   assert.ok(symbols.some((s) => s.startsWith('vfs_read_v2+')), 'frames are symbolised with the current profile');
   const page = await api.app.inject({ url: `/traces/${withVfsRead.id as string}` });
@@ -150,4 +156,44 @@ test('a trace whose kernel profile is gone still answers: the sample, the record
   const page = await api.app.inject({ url: `/traces/${ids[0]!}` });
   assert.equal(page.statusCode, 200);
   assert.match(page.body, /no profile/);
+});
+
+test('a trace checked by another checker build says so; its verdicts are compared as with a profile change', async () => {
+  const build = 'view-checker';
+  await putSymbols(build, DEMO_KALLSYMS.toString('utf8'));
+  const ids = await storeDemo('view-checker-job', build);
+  const rev = (await kernels.info(build))!.rev;
+  // Rewrite two stored bodies as an older build (and as one from before builds were recorded) would have.
+  for (const [id, checker] of [[ids[0]!, '0123456789ab'], [ids[1]!, undefined]] as const) {
+    const body = decodeTraceBody((await redis.hgetBuffer(keys.traces, id))!);
+    assert.equal(body.kind, 'record');
+    if (body.kind !== 'record') return;
+    const { checker: _now, ...header } = body.header;
+    await redis.hset(keys.traces, id, encodeTraceBody(checker === undefined ? header : { ...header, checker }, body.record));
+  }
+  const older = await detail(ids[0]!);
+  assert.deepEqual(older.recheck, { profile_rev_then: rev, profile_rev_now: rev, checker_then: '0123456789ab', checker_now: checkerBuild(), verdicts_changed: false });
+  const unrecorded = await detail(ids[1]!);
+  assert.equal((unrecorded.recheck as Record<string, unknown>).checker_then, null, 'not recorded: cannot vouch');
+  assert.equal((await detail(ids[2]!)).recheck, undefined, 'same build, same profile: no note');
+  const page = await api.app.inject({ url: `/traces/${ids[0]!}` });
+  assert.match(page.body, new RegExp(`This checker \\(build ${checkerBuild()}\\) is not the one that checked it \\(0123456789ab\\)`));
+});
+
+test('the checker build changes with any core source and only with them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ss-build-'));
+  try {
+    cpSync(join(ROOT, 'services', 'core'), dir, { recursive: true });
+    const a = sourcesDigest(dir);
+    assert.match(a, /^[0-9a-f]{12}$/);
+    assert.equal(sourcesDigest(dir), a, 'the same sources, the same build');
+    writeFileSync(join(dir, 'NOTES.txt'), 'not a source');
+    assert.equal(sourcesDigest(dir), a, 'files other than .ts do not count');
+    const f = join(dir, 'unwind', 'frame-walker.ts');
+    writeFileSync(f, readFileSync(f, 'utf8').replace('GCC_REALIGN_WORDS = 1', 'GCC_REALIGN_WORDS = 2'));
+    assert.notEqual(sourcesDigest(dir), a, 'one changed constant in an unwinder');
+    assert.equal(checkerBuild(), sourcesDigest(join(ROOT, 'services', 'core')), 'the running build is the shipped sources\' digest');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
