@@ -10,6 +10,8 @@ export class Keys {
   get kernels(): string { return `${this.prefix}:kernels`; }
   /** Metric totals over every worker: field = series key, value = count. */
   get metrics(): string { return `${this.prefix}:metrics`; }
+  /** Committed batches' counter increments not yet applied to metrics and the summaries (trace-store.ts). */
+  get pendingCounters(): string { return `${this.prefix}:counters:pending`; }
   get hostLabels(): string { return `${this.prefix}:hostlabels`; }
   get traces(): string { return `${this.prefix}:traces`; }
   get traceMeta(): string { return `${this.prefix}:tmeta`; }

@@ -18,6 +18,7 @@
 //   sum:host:<h>  HASH  samples, failing, <strategy>:<verdict> counts   (expire with the traces)
 //   sum:kernel:<k> HASH idem
 //   metrics       HASH  exposition line key -> total (metrics.ts)
+//   counters:pending LIST committed batches' counter increments not yet in metrics/sum:* (FOLD_FN)
 //   done:<job>    STRING the batch was committed (expires after the idempotency window)
 import type { Redis } from 'ioredis';
 import type { Keys } from './keys.ts';
@@ -121,26 +122,76 @@ const TRIM_LUA = `${trimLua('KEYS[1]', 'KEYS[2]', 'KEYS[3]', 'ARGV[1]', 'ARGV[2]
 `;
 
 /**
+ * The counters (metric totals, per-host and per-kernel summaries) reach their hashes through a
+ * pending list: a batch's commit appends its increments as one JSON entry, and the entries are
+ * summed and applied together — by the commit that brings the list to FOLD_EVERY entries, and by
+ * every reader before it reads (fold()). One entry is pushed only by the commit that set the
+ * batch's marker, and a fold applies and empties the list in one script, so each batch is still
+ * counted exactly once; readers never see a total without the batches committed before the read.
+ * Why: ~330 HINCRBY per batch were a third of Redis's time in the commit (bench/RESULTS.md,
+ * third pass); folded, each distinct field is incremented once per FOLD_EVERY batches.
+ * An entry: { i: [[hash, [field, n, ...]], ...] HINCRBY, f: [[hash, field, x], ...] HINCRBYFLOAT,
+ * e: [[hash, seconds], ...] EXPIRE (set once the hash exists) }.
+ */
+export const FOLD_EVERY = 16;
+
+const FOLD_FN = `
+local function fold(pending)
+  local entries = redis.call('LRANGE', pending, 0, -1)
+  if #entries == 0 then return 0 end
+  local ints, order, floats, forder, ttl = {}, {}, {}, {}, {}
+  for _, raw in ipairs(entries) do
+    local c = cjson.decode(raw)
+    for _, g in ipairs(c.i) do
+      local key, fs = g[1], g[2]
+      local t = ints[key]
+      if not t then t = {}; ints[key] = t; order[#order + 1] = key end
+      for j = 1, #fs, 2 do t[fs[j]] = (t[fs[j]] or 0) + tonumber(fs[j + 1]) end
+    end
+    for _, g in ipairs(c.f) do
+      local t = floats[g[1]]
+      if not t then t = {}; floats[g[1]] = t; forder[#forder + 1] = g[1] end
+      t[g[2]] = (t[g[2]] or 0) + tonumber(g[3])
+    end
+    for _, g in ipairs(c.e) do ttl[g[1]] = g[2] end
+  end
+  for _, key in ipairs(order) do
+    for field, n in pairs(ints[key]) do redis.call('HINCRBY', key, field, string.format('%d', n)) end
+  end
+  for _, key in ipairs(forder) do
+    for field, x in pairs(floats[key]) do redis.call('HINCRBYFLOAT', key, field, string.format('%.17g', x)) end
+  end
+  for key, seconds in pairs(ttl) do redis.call('EXPIRE', key, seconds) end
+  redis.call('DEL', pending)
+  return #entries
+end
+`;
+
+/** KEYS[1]: the pending list. Returns how many batches' entries it applied. */
+const FOLD_LUA = `${FOLD_FN}
+return fold(KEYS[1])
+`;
+
+/**
  * One batch's writes, applied only when the batch's idempotency marker was absent, then the trim
  * of the trace store (below) when the batch stored traces: one script, one round trip.
  * KEYS: done marker, traces, tmeta, idx:all, hosts, the batch's queued bytes (deleted: once the
- * results are in, a retry finds the marker and needs no bytes). ARGV[1]: marker ttl; ARGV[2]: the counters
- * and index entries as JSON (below); ARGV[3]: trim cutoff score; ARGV[4]: max traces; ARGV[5]:
- * host-list cutoff (ms); ARGV[6..]: one (id, body, meta) triple per stored trace, as separate
+ * results are in, a retry finds the marker and needs no bytes), the pending counters list.
+ * ARGV[1]: marker ttl; ARGV[2]: the index entries as JSON (below); ARGV[3]: trim cutoff score;
+ * ARGV[4]: max traces; ARGV[5]: host-list cutoff (ms); ARGV[6]: the counters entry (FOLD_FN);
+ * ARGV[7]: FOLD_EVERY; ARGV[8..]: one (id, body, meta) triple per stored trace, as separate
  * arguments because bodies are binary. Every number in the JSON is a string, so Lua never
  * reformats one (it would print large scores with an exponent).
- *   i: [[hash, [field, n, field, n, ...]], ...]   HINCRBY
- *   f: [[hash, field, x], ...]                    HINCRBYFLOAT
  *   z: [[zset, [score, member, score, member, ...]], ...]   ZADD
  *   t: [[zset, maxScore, stop], ...]              ZREMRANGEBYSCORE -inf (maxScore, ZREMRANGEBYRANK 0 stop
  *   e: [[key, seconds], ...]                      EXPIRE
- * Packing the counters into one argument matters: as separate commands a batch was ~3,000
+ * Packing the entries into one argument matters: as separate commands a batch was ~3,000
  * arguments, and serialising them cost the worker more than checking the batch's samples. Members
  * of one key go in one command (Redis's own cost is mostly per call made from Lua), in chunks
  * that stay far below Lua's limit on unpacked values.
  * Returns 1 when applied, 0 when the batch had been committed before.
  */
-const COMMIT_LUA = `
+const COMMIT_LUA = `${FOLD_FN}
 redis.call('DEL', KEYS[6])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
 local d = cjson.decode(ARGV[2])
@@ -148,7 +199,7 @@ local function many(cmd, key, list)
   for s = 1, #list, 512 do redis.call(cmd, key, unpack(list, s, math.min(s + 511, #list))) end
 end
 local bodies, metas = {}, {}
-for a = 6, #ARGV, 3 do
+for a = 8, #ARGV, 3 do
   bodies[#bodies + 1] = ARGV[a]
   bodies[#bodies + 1] = ARGV[a + 1]
   metas[#metas + 1] = ARGV[a]
@@ -158,11 +209,7 @@ if #bodies > 0 then
   many('HSET', KEYS[2], bodies)
   many('HSET', KEYS[3], metas)
 end
-for _, g in ipairs(d.i) do
-  local key, fs = g[1], g[2]
-  for j = 1, #fs, 2 do redis.call('HINCRBY', key, fs[j], fs[j + 1]) end
-end
-for _, g in ipairs(d.f) do redis.call('HINCRBYFLOAT', g[1], g[2], g[3]) end
+if redis.call('RPUSH', KEYS[7], ARGV[6]) >= tonumber(ARGV[7]) then fold(KEYS[7]) end
 for _, g in ipairs(d.z) do many('ZADD', g[1], g[2]) end
 for _, g in ipairs(d.t) do
   redis.call('ZREMRANGEBYSCORE', g[1], '-inf', '(' .. g[2])
@@ -271,20 +318,28 @@ export class TraceStore {
       trims.push([key, cutoff, stop]);
       expire.push([key, ttl]);
     }
+    const summaryTtl: [string, string][] = [];
     const summary = (key: string, m: Map<string, number>): void => {
       const fs: string[] = [];
       for (const [field, n] of m) fs.push(field, String(n));
       incr.push([key, fs]);
-      expire.push([key, ttl]);
+      summaryTtl.push([key, ttl]);
     };
     for (const [h, m] of w.hostSummaries) summary(k.summary('host', h), m);
     for (const [b, m] of w.kernelSummaries) summary(k.summary('kernel', b), m);
     const now = String(Date.now());
     for (const h of w.hostSummaries.keys()) zadd1(k.hosts, now, h);
-    const packed = packJson({ i: incr, f: floats, z: [...zadd], t: trims, e: expire });
+    const packed = packJson({ z: [...zadd], t: trims, e: expire });
+    const counters = packJson({ i: incr, f: floats, e: summaryTtl });
     const hostCutoff = String(Date.now() - this.limits.traceMaxAgeSeconds * 1000);
-    const keys = [k.done(w.jobId), k.traces, k.traceMeta, idxAll, k.hosts, k.body(w.jobId)];
-    return (await runScript(this.redis, COMMIT_LUA, keys, [this.limits.idempotencySeconds, packed, cutoff, this.limits.traceMax, hostCutoff, ...traceArgs])) === 1;
+    const keys = [k.done(w.jobId), k.traces, k.traceMeta, idxAll, k.hosts, k.body(w.jobId), k.pendingCounters];
+    const args = [this.limits.idempotencySeconds, packed, cutoff, this.limits.traceMax, hostCutoff, counters, FOLD_EVERY, ...traceArgs];
+    return (await runScript(this.redis, COMMIT_LUA, keys, args)) === 1;
+  }
+
+  /** Applies the counters of committed batches still in the pending list; readers call it first. */
+  async fold(): Promise<number> {
+    return Number(await runScript(this.redis, FOLD_LUA, [this.keys.pendingCounters], []));
   }
 
   async isCommitted(jobId: string): Promise<boolean> {
@@ -394,6 +449,7 @@ export class TraceStore {
   }
 
   async summary(kind: 'host' | 'kernel', value: string): Promise<Record<string, string>> {
+    await this.fold();
     return this.redis.hgetall(this.keys.summary(kind, value));
   }
 
@@ -402,6 +458,7 @@ export class TraceStore {
   }
 
   async metricTotals(): Promise<Record<string, string>> {
+    await this.fold();
     return this.redis.hgetall(this.keys.metrics);
   }
 }

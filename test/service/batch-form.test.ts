@@ -8,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { startApi, type ApiServer } from '../../services/api/server.ts';
 import { TokenSet } from '../../services/api/tokens.ts';
-import { CheckerWorker, createQueue, type BatchQueue } from '../../services/pipeline/queue.ts';
+import { CheckerWorker, createQueue, traceStore, type BatchQueue } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import { JOB_NAME, type BatchJob } from '../../services/pipeline/job.ts';
 import { isEncodedBatch } from '../../services/core/dump/batch.ts';
@@ -52,7 +52,7 @@ async function enqueueRaw(id: string, body: Buffer, data: Partial<BatchJob>): Pr
 
 async function hostSummary(host: string): Promise<Record<string, string>> {
   return waitFor(`the summary of ${host}`, async () => {
-    const h = await redis.hgetall(keys.summary('host', host));
+    const h = await traceStore(cfg, redis, keys).summary('host', host);
     return Number(h.samples ?? 0) === DEMO_SAMPLES ? h : undefined;
   });
 }

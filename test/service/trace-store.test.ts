@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { Keys } from '../../services/pipeline/keys.ts';
-import { TraceStore, decodeTraceBody, encodeTraceBody, type TraceRecord } from '../../services/pipeline/trace-store.ts';
+import { FOLD_EVERY, TraceStore, decodeTraceBody, encodeTraceBody, type TraceRecord } from '../../services/pipeline/trace-store.ts';
 import { BatchTally, renderSeries, strategyIndex, verdictIndex } from '../../services/pipeline/metrics.ts';
 import { runScript } from '../../services/pipeline/redis.ts';
 import { SHARED_REDIS, cleanup, uniquePrefix } from './helpers.ts';
@@ -53,11 +53,11 @@ test('count and age limits; a repeated commit changes nothing', async () => {
   const byHost = await store.list({ host: 'h1', limit: 10 });
   assert.equal(byHost.items.length, 5, 'secondary index entries of evicted traces are skipped');
 
-  const before = await redis.hgetall(keys.metrics);
+  const before = await store.metricTotals();
   assert.equal(await store.commit(batch('j2', [trace('again', now)])), false);
-  assert.deepEqual(await redis.hgetall(keys.metrics), before);
+  assert.deepEqual(await store.metricTotals(), before);
   assert.equal(await redis.hexists(keys.traces, 'again'), 0);
-  assert.equal(Number(await redis.hget(keys.summary('host', 'h1'), 'samples')), 4);
+  assert.equal(Number((await store.summary('host', 'h1')).samples), 4);
 
   const text = renderSeries(Object.entries(before));
   assert.match(text, /# TYPE stacksanity_unwind_depth_frames histogram/);
@@ -107,9 +107,9 @@ test('names outside plain ASCII reach Redis as their UTF-8 bytes; a lone surroga
     w.hostSummaries = new Map([[host, new Map([['samples', 2], ['failing', 1]])]]);
     assert.equal(await store.commit(w), true, host);
   }
-  assert.equal(await redis.hget(keys.summary('host', 'höst-ü'), 'samples'), '2');
-  assert.equal(await redis.hget(keys.summary('host', 'tab\there'), 'failing'), '1');
-  assert.equal(await redis.hget(keys.summary('host', 'lone\ufffdsurrogate'), 'samples'), '2');
+  assert.equal((await store.summary('host', 'höst-ü')).samples, '2');
+  assert.equal((await store.summary('host', 'tab\there')).failing, '1');
+  assert.equal((await store.summary('host', 'lone\ufffdsurrogate')).samples, '2');
   assert.equal((await store.list({ host: 'höst-ü', limit: 5 })).items[0]?.id, 'utf-0');
   // Large scores must stay exact (Lua would print a number like this with an exponent).
   assert.equal(await redis.zscore(keys.index('all'), 'utf-2'), String((now + 2) * 1000));
@@ -144,4 +144,44 @@ test('scripts run by SHA1; a script Redis does not hold yet is sent once, then f
   assert.equal(await runScript(redis, body, [`${prefix}:k`], ['b']), `b:${prefix}:k`);
   // Errors other than NOSCRIPT are the script's own and reach the caller.
   await assert.rejects(runScript(redis, `return redis.call('NO_SUCH_COMMAND') -- ${Math.random()}`, [], []), /Unknown Redis command|unknown command/i);
+});
+
+test('counters are applied in folds: totals are exact at every read, each batch counted once, the pending list bounded', async () => {
+  const p = uniquePrefix('store-fold');
+  const k = new Keys(p);
+  const store = new TraceStore(redis, k, { traceMax: 50, traceMaxAgeSeconds: 3600, idempotencySeconds: 600 });
+  const write = (job: string, i: number): Parameters<TraceStore['commit']>[0] => ({
+    jobId: job,
+    metrics: new Map([['m_total{a="x"}', i + 1], ['m_seconds_sum', 0.25]]),
+    traces: [],
+    hostSummaries: new Map([[`h${i % 3}`, new Map([['samples', 10], ['failing', i % 2]])]]),
+    kernelSummaries: new Map([['k1', new Map([['samples', 10]])]]),
+  });
+  try {
+    let expected = 0;
+    for (let i = 0; i < 2 * FOLD_EVERY + 5; i++) {
+      assert.equal(await store.commit(write(`fold-${i}`, i)), true);
+      expected += i + 1;
+      assert.ok(await redis.llen(k.pendingCounters) < FOLD_EVERY, 'the commit that fills the list folds it');
+      // A retry of a committed batch adds nothing, folded or not.
+      if (i % 7 === 0) assert.equal(await store.commit(write(`fold-${i}`, i)), false);
+      if (i % 5 === 0) {
+        const totals = await store.metricTotals();
+        assert.equal(Number(totals['m_total{a="x"}']), expected, `after batch ${i}`);
+        assert.equal(await redis.llen(k.pendingCounters), 0, 'a read folds everything pending');
+      }
+    }
+    const n = 2 * FOLD_EVERY + 5;
+    const totals = await store.metricTotals();
+    assert.equal(Number(totals['m_total{a="x"}']), (n * (n + 1)) / 2);
+    assert.ok(Math.abs(Number(totals.m_seconds_sum) - 0.25 * n) < 1e-9);
+    assert.equal(Number((await store.summary('kernel', 'k1')).samples), 10 * n);
+    const hosts = await Promise.all([0, 1, 2].map((h) => store.summary('host', `h${h}`)));
+    assert.equal(hosts.reduce((a, h) => a + Number(h.samples), 0), 10 * n);
+    assert.equal(Number(hosts[1]!.failing), Array.from({ length: n }, (_, i) => i).filter((i) => i % 3 === 1 && i % 2 === 1).length);
+    const ttl = await redis.ttl(k.summary('host', 'h0'));
+    assert.ok(ttl > 0 && ttl <= 3600, `summaries expire with the traces (ttl ${ttl})`);
+  } finally {
+    await cleanup(p);
+  }
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startApi, type ApiServer } from '../../services/api/server.ts';
 import { TokenSet } from '../../services/api/tokens.ts';
-import { CheckerWorker } from '../../services/pipeline/queue.ts';
+import { CheckerWorker, traceStore } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import {
   DEMO_BUILD, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, TOKEN, TOKEN_HOST,
@@ -51,7 +51,7 @@ function startWorkerProcess(fault: string): Promise<ChildProcess> {
 }
 
 async function unwindTotal(): Promise<number> {
-  const h = await redis.hgetall(keys.metrics);
+  const h = await traceStore(cfg, redis, keys).metricTotals();
   let n = 0;
   for (const [k, v] of Object.entries(h)) if (k.startsWith('stacksanity_unwinds_total{')) n += Number(v);
   return n;
@@ -102,6 +102,6 @@ test('killed after its commit, before the ack: the retry finds the marker and co
   assert.equal(result.counted, false);
   assert.equal((await unwindTotal()) - before, DEMO_SAMPLES * DEMO_STRATEGIES);
   assert.ok(traces > 0);
-  const host = await redis.hget(keys.summary('host', 'kill-b'), 'samples');
+  const host = (await traceStore(cfg, redis, keys).summary('host', 'kill-b')).samples;
   assert.equal(Number(host), DEMO_SAMPLES);
 });
