@@ -328,8 +328,7 @@ async function main(): Promise<void> {
     const info = await redis.info('memory');
     const persistence = await redis.info('persistence');
     const mem = (k: string): number => Number(new RegExp(`${k}:(\\d+)`).exec(info)?.[1] ?? 0);
-    const cmd = (pid: number): string => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } };
-    const workerPids = childrenOf(serve.pid!).filter((p) => cmd(p).includes('workers/checker'));
+    const workerPids = childrenOf(serve.pid!).filter((p) => cmdOf(p).includes('workers/checker'));
     const mb = (b: number): string => `${(b / 1048576).toFixed(0)} MB`;
 
     const cpu = cpus();

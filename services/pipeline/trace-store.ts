@@ -93,33 +93,24 @@ export interface StoredTrace {
 }
 
 /**
- * Drops traces beyond the count cap or older than the cutoff from idx:all, the bodies and meta.
+ * Part of the commit script: drops traces beyond the count cap or older than the cutoff from
+ * idx:all (KEYS[4]), the bodies (KEYS[2]) and meta (KEYS[3]); ARGV[3] cutoff score, ARGV[4] cap.
  * Secondary indexes are trimmed by score and size when written and skip vanished ids on read.
- * Shared by the commit (after a batch's writes) and trim() (an operator's or a test's call); the
- * key and argument expressions are those of the script it is part of.
  */
-function trimLua(all: string, traces: string, meta: string, cutoff: string, max: string): string {
-  return `
-  local old = redis.call('ZRANGEBYSCORE', ${all}, '-inf', '(' .. ${cutoff}, 'LIMIT', 0, 1000)
-  local excess = redis.call('ZCARD', ${all}) - #old - tonumber(${max})
+const TRIM_BODY = `
+  local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
+  local excess = redis.call('ZCARD', KEYS[4]) - #old - tonumber(ARGV[4])
   local ids = old
   if excess > 0 then
-    local more = redis.call('ZRANGE', ${all}, #old, #old + math.min(excess, 1000) - 1)
+    local more = redis.call('ZRANGE', KEYS[4], #old, #old + math.min(excess, 1000) - 1)
     for _, id in ipairs(more) do table.insert(ids, id) end
   end
   for s = 1, #ids, 500 do
     local chunk = {unpack(ids, s, math.min(s + 499, #ids))}
-    redis.call('ZREM', ${all}, unpack(chunk))
-    redis.call('HDEL', ${traces}, unpack(chunk))
-    redis.call('HDEL', ${meta}, unpack(chunk))
+    redis.call('ZREM', KEYS[4], unpack(chunk))
+    redis.call('HDEL', KEYS[2], unpack(chunk))
+    redis.call('HDEL', KEYS[3], unpack(chunk))
   end`;
-}
-const TRIM_BODY = trimLua('KEYS[4]', 'KEYS[2]', 'KEYS[3]', 'ARGV[3]', 'ARGV[4]');
-
-/** KEYS: idx:all, traces, tmeta. ARGV: cutoff score, max count. Returns how many were dropped. */
-const TRIM_LUA = `${trimLua('KEYS[1]', 'KEYS[2]', 'KEYS[3]', 'ARGV[1]', 'ARGV[2]')}
-  return #ids
-`;
 
 /**
  * The counters (metric totals, per-host and per-kernel summaries) reach their hashes through a
@@ -300,8 +291,9 @@ export class TraceStore {
       else floats.push([k.metrics, field, String(n)]);
     }
     if (metricInts.length) incr.push([k.metrics, metricInts]);
-    const nowScore = Date.now() * 1000;
-    const cutoff = String(nowScore - this.limits.traceMaxAgeSeconds * 1000 * 1000);
+    const nowMs = Date.now();
+    const oldestMs = nowMs - this.limits.traceMaxAgeSeconds * 1000;
+    const cutoff = String(oldestMs * 1000);
     const touched = new Set<string>();
     const idxAll = k.index('all');
     for (const t of w.traces) {
@@ -327,13 +319,11 @@ export class TraceStore {
     };
     for (const [h, m] of w.hostSummaries) summary(k.summary('host', h), m);
     for (const [b, m] of w.kernelSummaries) summary(k.summary('kernel', b), m);
-    const now = String(Date.now());
-    for (const h of w.hostSummaries.keys()) zadd1(k.hosts, now, h);
+    for (const h of w.hostSummaries.keys()) zadd1(k.hosts, String(nowMs), h);
     const packed = packJson({ z: [...zadd], t: trims, e: expire });
     const counters = packJson({ i: incr, f: floats, e: summaryTtl });
-    const hostCutoff = String(Date.now() - this.limits.traceMaxAgeSeconds * 1000);
     const keys = [k.done(w.jobId), k.traces, k.traceMeta, idxAll, k.hosts, k.body(w.jobId), k.pendingCounters];
-    const args = [this.limits.idempotencySeconds, packed, cutoff, this.limits.traceMax, hostCutoff, counters, FOLD_EVERY, ...traceArgs];
+    const args = [this.limits.idempotencySeconds, packed, cutoff, this.limits.traceMax, String(oldestMs), counters, FOLD_EVERY, ...traceArgs];
     return (await runScript(this.redis, COMMIT_LUA, keys, args)) === 1;
   }
 
@@ -344,15 +334,6 @@ export class TraceStore {
 
   async isCommitted(jobId: string): Promise<boolean> {
     return (await this.redis.exists(this.keys.done(jobId))) === 1;
-  }
-
-  async trim(): Promise<number> {
-    const cutoff = (Date.now() - this.limits.traceMaxAgeSeconds * 1000) * 1000;
-    const k = this.keys;
-    const n = Number(await runScript(this.redis, TRIM_LUA, [k.index('all'), k.traces, k.traceMeta], [cutoff, this.limits.traceMax]));
-    // Hosts idle past the retention age leave the host list.
-    await this.redis.zremrangebyscore(k.hosts, '-inf', `(${Date.now() - this.limits.traceMaxAgeSeconds * 1000}`);
-    return n;
   }
 
   async hostLabelAllowed(host: string, cap: number): Promise<boolean> {

@@ -5,14 +5,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { Writable } from 'node:stream';
-import { startApi, type ApiServer } from '../../services/api/server.ts';
+import type { ApiServer } from '../../services/api/server.ts';
 import { TokenSet } from '../../services/api/tokens.ts';
 import { CheckerWorker } from '../../services/pipeline/queue.ts';
 import { formatNdjson, formatJsonDump } from '../../services/core/dump/json.ts';
 import { parseTextDump } from '../../services/core/dump/text.ts';
 import {
-  DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, TOKEN, TOKEN_HOST,
-  auth, cleanup, demoVariant, metricSum, testConfig, uniquePrefix, waitFor,
+  DEMO_BUILD, DEMO_DUMP, DEMO_SAMPLES, DEMO_STRATEGIES, TOKEN, auth, cleanup, demoVariant,
+  metricSum, putDemoSymbols, startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
 const prefix = uniquePrefix('api');
@@ -20,18 +20,11 @@ const cfg = { ...testConfig(prefix, { STACKSANITY_MAX_BODY: String(256 * 1024), 
 let api: ApiServer;
 let worker: CheckerWorker;
 
-function tokens(): TokenSet {
-  const t = new TokenSet();
-  t.add(TOKEN_HOST, TOKEN);
-  return t;
-}
-
 before(async () => {
-  api = await startApi(cfg, tokens(), { listen: false });
+  api = await startTestApi(cfg);
   worker = new CheckerWorker(cfg);
   await worker.start();
-  const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
-  assert.equal(r.statusCode, 201, r.body);
+  await putDemoSymbols(api);
 });
 
 after(async () => {
@@ -258,7 +251,7 @@ test('OpenAPI at /docs comes from the validating schemas; health and readiness',
 
 test('uploads are rate limited per token', async () => {
   const small = { ...cfg, rateLimitPerMinute: 2 };
-  const a = await startApi(small, tokens(), { listen: false });
+  const a = await startTestApi(small);
   try {
     const codes: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -290,7 +283,7 @@ test('tokens: parsed from the file or env form, compared in constant time, never
 test('no token reaches the logs, even at trace level', async () => {
   let logged = '';
   const sink = new Writable({ write(chunk, _enc, cb) { logged += String(chunk); cb(); } });
-  const a = await startApi(cfg, tokens(), { listen: false, logLevel: 'trace', logStream: sink });
+  const a = await startTestApi(cfg, { logLevel: 'trace', logStream: sink });
   try {
     await a.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: 'garbage' });
     await a.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth('wrong-token-0123456789'), 'content-type': 'text/plain' }, payload: 'x' });
@@ -302,7 +295,7 @@ test('no token reaches the logs, even at trace level', async () => {
 });
 
 test('read endpoints need a token when STACKSANITY_READ_AUTH is on; metrics and probes stay open', async () => {
-  const a = await startApi({ ...cfg, readAuth: true }, tokens(), { listen: false });
+  const a = await startTestApi({ ...cfg, readAuth: true });
   try {
     assert.equal((await a.app.inject({ url: '/v1/summary' })).statusCode, 401);
     assert.equal((await a.app.inject({ url: '/v1/traces' })).statusCode, 401);
@@ -316,10 +309,9 @@ test('read endpoints need a token when STACKSANITY_READ_AUTH is on; metrics and 
 
 test('queue gauges: jobs by state and the age of the oldest waiting batch', async () => {
   const p = uniquePrefix('gauge');
-  const a = await startApi({ ...cfg, prefix: p }, tokens(), { listen: false });
+  const a = await startTestApi({ ...cfg, prefix: p });
   try {
-    const k = await a.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
-    assert.equal(k.statusCode, 201);
+    await putDemoSymbols(a);
     for (const h of ['g1', 'g2']) {
       const r = await a.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant(h) });
       assert.equal(r.statusCode, 202);

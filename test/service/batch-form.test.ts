@@ -6,15 +6,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
-import { startApi, type ApiServer } from '../../services/api/server.ts';
-import { TokenSet } from '../../services/api/tokens.ts';
+import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, createQueue, traceStore, type BatchQueue } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import { JOB_NAME, type BatchJob } from '../../services/pipeline/job.ts';
 import { isEncodedBatch } from '../../services/core/dump/batch.ts';
 import {
-  DEMO_BUILD, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, SHARED_REDIS, TOKEN, TOKEN_HOST,
-  auth, cleanup, demoVariant, testConfig, uniquePrefix, waitFor,
+  DEMO_SAMPLES, DEMO_STRATEGIES, SHARED_REDIS, TOKEN_HOST, auth, cleanup, demoVariant,
+  putDemoSymbols, startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
 const prefix = uniquePrefix('form');
@@ -26,13 +25,10 @@ let redis: Redis;
 let queue: BatchQueue;
 
 before(async () => {
-  const t = new TokenSet();
-  t.add(TOKEN_HOST, TOKEN);
-  api = await startApi(cfg, t, { listen: false });
+  api = await startTestApi(cfg);
   redis = new Redis(SHARED_REDIS);
   queue = createQueue(cfg, redis);
-  const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
-  assert.equal(r.statusCode, 201);
+  await putDemoSymbols(api);
 });
 
 after(async () => {

@@ -5,6 +5,9 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import assert from 'node:assert/strict';
+import { startApi, type ApiServer } from '../../services/api/server.ts';
+import { TokenSet } from '../../services/api/tokens.ts';
 import { loadConfig, type ServiceConfig } from '../../services/pipeline/config.ts';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -69,4 +72,22 @@ export function metricSum(text: string, prefix: string): number {
   let n = 0;
   for (const l of text.split('\n')) if (l.startsWith(prefix)) n += Number(l.slice(l.lastIndexOf(' ') + 1));
   return n;
+}
+
+/** The tests' tokens: TOKEN, for uploader TOKEN_HOST. */
+export function testTokens(): TokenSet {
+  const t = new TokenSet();
+  t.add(TOKEN_HOST, TOKEN);
+  return t;
+}
+
+/** The API in this process, answering app.inject() only, with the tests' tokens. */
+export function startTestApi(cfg: ServiceConfig, opts: Parameters<typeof startApi>[2] = {}): Promise<ApiServer> {
+  return startApi(cfg, testTokens(), { listen: false, ...opts });
+}
+
+/** Uploads the example kernel's symbols (examples/demo.kallsyms) and asserts they were taken. */
+export async function putDemoSymbols(api: ApiServer): Promise<void> {
+  const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
+  assert.equal(r.statusCode, 201, r.body);
 }

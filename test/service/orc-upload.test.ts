@@ -6,15 +6,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync } from 'node:zlib';
-import { startApi, type ApiServer } from '../../services/api/server.ts';
-import { TokenSet } from '../../services/api/tokens.ts';
+import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker } from '../../services/pipeline/queue.ts';
 import { formatTextDump } from '../../services/core/dump/text.ts';
 import type { Sample } from '../../services/core/dump/sample.ts';
 import {
   decodeOrcUpload, encodeOrcEntry, encodeOrcUpload, OrcFormatError, OrcTable, ORC_UPLOAD_HEADER, type OrcEntry,
 } from '../../services/core/unwind/orc-table.ts';
-import { TOKEN, TOKEN_HOST, auth, cleanup, testConfig, uniquePrefix, waitFor } from './helpers.ts';
+import { auth, cleanup, startTestApi, testConfig, uniquePrefix, waitFor } from './helpers.ts';
 import { CALL, ORC_KALLSYMS, ORC_ROWS, pageFaultStack } from '../support/orc-kernel.ts';
 
 const prefix = uniquePrefix('orc');
@@ -46,12 +45,6 @@ function pageFaultSample(host: string, ip = 0xffffffff81000104n): { sample: Samp
   return { pKernel, sample: { ...sample, kernel: BUILD, host, comm: 'cat', pid: 42, tid: 42, cpu: 0, time: '1.000000' } };
 }
 
-function tokens(): TokenSet {
-  const t = new TokenSet();
-  t.add(TOKEN_HOST, TOKEN);
-  return t;
-}
-
 async function putOrc(body: Uint8Array | string, type = 'application/octet-stream', headers = auth()): Promise<{ status: number; json: Record<string, unknown> }> {
   const r = await api.app.inject({ method: 'PUT', url: `/v1/kernels/${BUILD}/orc`, headers: { ...headers, 'content-type': type }, payload: Buffer.from(body) });
   return { status: r.statusCode, json: JSON.parse(r.body) as Record<string, unknown> };
@@ -62,7 +55,7 @@ async function get(url: string): Promise<Record<string, unknown>> {
 }
 
 before(async () => {
-  api = await startApi(cfg, tokens(), { listen: false });
+  api = await startTestApi(cfg);
   worker = new CheckerWorker(cfg);
   await worker.start();
 });

@@ -6,12 +6,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startApi, type ApiServer } from '../../services/api/server.ts';
-import { TokenSet } from '../../services/api/tokens.ts';
+import type { ApiServer } from '../../services/api/server.ts';
 import { loadConfig } from '../../services/pipeline/config.ts';
 import { CheckerWorker } from '../../services/pipeline/queue.ts';
 import { ensureRedis, freePort, ping, redisServerAvailable, startPrivateRedis } from '../../services/pipeline/redis-server.ts';
-import { DEMO_BUILD, DEMO_KALLSYMS, DEMO_SAMPLES, TOKEN, TOKEN_HOST, auth, demoVariant, uniquePrefix, waitFor } from './helpers.ts';
+import {
+  DEMO_SAMPLES, auth, demoVariant, putDemoSymbols, startTestApi, uniquePrefix, waitFor,
+} from './helpers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'stacksanity-redis-'));
 let server: Awaited<ReturnType<typeof startPrivateRedis>> | undefined;
@@ -22,9 +23,7 @@ before(async () => {
   if (!redisServerAvailable()) return;
   server = await startPrivateRedis(dir);
   const cfg = loadConfig({ STACKSANITY_PREFIX: uniquePrefix('down'), REDIS_URL: server.url, PORT: '0' });
-  const t = new TokenSet();
-  t.add(TOKEN_HOST, TOKEN);
-  api = await startApi(cfg, t, { listen: false });
+  api = await startTestApi(cfg);
   worker = new CheckerWorker(cfg);
   await worker.start();
 });
@@ -46,8 +45,7 @@ async function completed(id: string): Promise<void> {
 }
 
 test('Redis stopped: 503 + Retry-After; Redis back: uploads flow again without a restart', { skip: !redisServerAvailable() && 'redis-server is not on PATH' }, async () => {
-  const k = await api!.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
-  assert.equal(k.statusCode, 201);
+  await putDemoSymbols(api!);
   const first = await upload('before');
   assert.equal(first.status, 202);
   await completed(first.body.job as string);

@@ -4,8 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
-import { startApi, type ApiServer } from '../../services/api/server.ts';
-import { TokenSet } from '../../services/api/tokens.ts';
+import type { ApiServer } from '../../services/api/server.ts';
 import { checkSample } from '../../services/core/check/checker.ts';
 import { parseTextDump } from '../../services/core/dump/text.ts';
 import { KernelProfile } from '../../services/core/symbols/profile.ts';
@@ -21,7 +20,10 @@ import { Keys } from '../../services/pipeline/keys.ts';
 import { KernelStore } from '../../services/pipeline/kernels.ts';
 import { traceStore } from '../../services/pipeline/queue.ts';
 import { sampleIndices } from '../../services/pipeline/job.ts';
-import { DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, ROOT, SHARED_REDIS, TOKEN, TOKEN_HOST, auth, cleanup, testConfig, uniquePrefix } from './helpers.ts';
+import {
+  DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, ROOT, SHARED_REDIS, auth, cleanup, startTestApi,
+  testConfig, uniquePrefix,
+} from './helpers.ts';
 
 const prefix = uniquePrefix('view');
 const cfg = testConfig(prefix, { STACKSANITY_RATE_LIMIT: '1000' });
@@ -35,9 +37,7 @@ const indices = sampleIndices(parsed);
 let api: ApiServer;
 
 before(async () => {
-  const tokens = new TokenSet();
-  tokens.add(TOKEN_HOST, TOKEN);
-  api = await startApi(cfg, tokens, { listen: false });
+  api = await startTestApi(cfg);
 });
 
 after(async () => {

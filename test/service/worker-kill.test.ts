@@ -6,13 +6,12 @@ import assert from 'node:assert/strict';
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { startApi, type ApiServer } from '../../services/api/server.ts';
-import { TokenSet } from '../../services/api/tokens.ts';
+import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, traceStore } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import {
-  DEMO_BUILD, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, TOKEN, TOKEN_HOST,
-  auth, cleanup, demoVariant, testConfig, uniquePrefix, waitFor,
+  DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, auth, cleanup, demoVariant, putDemoSymbols,
+  startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
 const prefix = uniquePrefix('kill');
@@ -24,12 +23,9 @@ let api: ApiServer;
 let redis: Redis;
 
 before(async () => {
-  const t = new TokenSet();
-  t.add(TOKEN_HOST, TOKEN);
-  api = await startApi(cfg, t, { listen: false });
+  api = await startTestApi(cfg);
   redis = new Redis(SHARED_REDIS);
-  const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
-  assert.equal(r.statusCode, 201);
+  await putDemoSymbols(api);
 });
 
 after(async () => {
