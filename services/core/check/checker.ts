@@ -10,6 +10,7 @@ import { unwind } from '../unwind/index.ts';
 import { crossCheckEntries } from '../unwind/orc.ts';
 import { StackSpace } from '../unwind/space.ts';
 import { STRATEGIES, type StrategyName, type UnwindOptions, type UnwindResult } from '../unwind/types.ts';
+import { silentStop } from './silent-stops.ts';
 import { alignN, type Alignment, type RefFrame } from './compare.ts';
 import { ERROR_REASONS, GOOD_VERDICTS, type Reason, type Verdict } from './reasons.ts';
 
@@ -28,6 +29,10 @@ export interface StrategyCheck {
   extra: string[];
   reliable: boolean;
   falseReliable: boolean;
+  /** The first reference frame lost (a hard loss when there is one), for the finding's signature. */
+  lostAt?: { ipS: number; call: boolean };
+  /** The first frame reported that the reference lacks. */
+  extraAt?: { ipS: number; call: boolean };
 }
 
 export interface SampleCheck {
@@ -51,7 +56,7 @@ export function checkSample(
   const results: StrategyCheck[] = [];
   for (let i = 0; i < strategies.length; i++) {
     const s = strategies[i]!;
-    results.push(notApplicable(profile, s) ?? orcFindings(profile, judge(profile, unwind(sample, profile, s, shared), ref), space));
+    results.push(notApplicable(profile, s) ?? orcFindings(profile, judge(profile, unwind(sample, profile, s, shared), ref, sample), space));
   }
   return { results, disagreements: disagreements(results) };
 }
@@ -89,7 +94,7 @@ const ENTRY_TYPE_SET: ReadonlySet<string> = new Set(ENTRY_TYPES);
 let traceBuf = new Float64Array(256);
 
 /** One strategy's unwind judged against the reference (ground truth, host callchain, or none). */
-export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): StrategyCheck {
+export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref, sample: Sample): StrategyCheck {
   const out: StrategyCheck = {
     strategy: u.strategy, unwind: u, verdict: 'consistent', entry: 'none', reference: ref.kind,
     missing: [], extra: [], reliable: u.reliable, falseReliable: false,
@@ -103,13 +108,23 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
   }
   const stopped = u.outcome === 'error' || u.outcome === 'depth_limit';
 
+  if (stopped && u.reason === 'pt_regs_not_decoded' && sectionStepsAside(profile, u)) {
+    out.verdict = 'not_applicable';
+    out.reason = 'encoded_entry_window';
+    return out;
+  }
   if (stopped && u.reason !== undefined && ERROR_REASONS.has(u.reason)) {
     out.verdict = 'error';
     out.reason = u.reason;
     return out;
   }
+  // Where the kernel's own unwinder would have stopped without a word (silent-stops.ts).
+  const silent = stopped ? silentStop(profile, sample, u) : undefined;
   if (ref.kind === 'none') {
-    if (stopped) {
+    if (silent !== undefined) {
+      out.verdict = 'tolerated';
+      out.reason = silent;
+    } else if (stopped) {
       out.verdict = 'error';
       if (u.reason) out.reason = u.reason;
     }
@@ -133,6 +148,8 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
     const k = missing[x]!;
     const rf = refFrames[k]!;
     missingNames.push(functionName(profile, rf.ipS, rf.kind === 'call'));
+    if (!rf.tolerated && hardMissing === 0) out.lostAt = { ipS: rf.ipS, call: rf.kind === 'call' };
+    else if (out.lostAt === undefined) out.lostAt = { ipS: rf.ipS, call: rf.kind === 'call' };
     if (!rf.tolerated) {
       hardMissing++;
       if (rf.kind === 'regs') hardMissingRegs = true;
@@ -144,16 +161,18 @@ export function judge(profile: KernelProfile, u: UnwindResult, ref: Ref): Strate
   for (let x = 0; x < extra.length; x++) {
     const f = frames[extra[x]!]!;
     extraNames.push(functionName(profile, f.ipS, f.kind === 'call'));
+    if (x === 0) out.extraAt = { ipS: f.ipS, call: f.kind === 'call' };
   }
   out.missing = missingNames;
   out.extra = extraNames;
   if (lostEntry) out.entry = lostEntry;
 
-  if (stopped && extra.length === 0 && missing.length > 0 && hardMissing === 0) {
-    // Everything lost lies in windows the kernel documents as lossy (reference §9 rules 17, 18):
-    // the walk stopping there is the same documented limit, not a failure.
+  if (stopped && extra.length === 0 && hardMissing === 0 && (silent !== undefined || missing.length > 0)) {
+    // Every frame a correct unwinder recovers is there, and the walk then stopped where the kernel
+    // stops silently (rule 17), or lost its way in a window the truth documents as lossy (rules 17,
+    // 18: the stop is that window's consequence, as in a C handler before its frame exists).
     out.verdict = 'tolerated';
-    if (u.reason) out.reason = u.reason;
+    out.reason = silent ?? 'stopped_in_lossy_window';
   } else if (stopped && extra.length === 0 && a.prefix) {
     out.verdict = 'truncated';
     if (u.reason) out.reason = u.reason;
@@ -201,6 +220,20 @@ function functionName(profile: KernelProfile, ipS: number, returnAddress: boolea
   if (!Number.isSafeInteger(ipS)) return 'non-canonical';
   const i = profile.symbols.indexOfSigned(returnAddress ? ipS - 1 : ipS);
   return i >= 0 ? profile.symbols.names[i]! : formatHex64(BigInt.asUintN(64, BigInt(ipS)));
+}
+
+/**
+ * The section strategy on a build whose entry code also encodes rbp (modern Linux): in entry code
+ * and in a C handler before its frame exists, rbp itself is the kernel's encoded pt_regs pointer,
+ * read from the registers rather than from a frame. The section strategy finds entries only
+ * through a handler's frame (its return into the stub), so at that instant the entry is
+ * encoded_fp's to read. A bit-0 bp found in a saved frame word is different: a frame whose caller
+ * is outside the section encoded it, i.e. a stub outside the entry section — still an error.
+ */
+function sectionStepsAside(profile: KernelProfile, u: UnwindResult): boolean {
+  if (u.strategy !== 'section' || !profile.layouts.has('encoded_fp')) return false;
+  const last = u.frames[u.frames.length - 1];
+  return last !== undefined && last.kind !== 'call' && u.message !== undefined && u.message.startsWith('a saved bp with bit 0 set');
 }
 
 /** The frame-pointer strategies on a kernel built without frame pointers: not run, not a failure. */

@@ -21,11 +21,18 @@ export const REASONS = [
   'orc_end_hint', // ORC: an end-of-stack entry in the middle of a stack that goes on (entry code, retpoline thunks)
   'section_mismatch', // ORC and the section strategy read an entry boundary differently (issue 7 cross-check)
   'no_frame_pointers', // a frame-pointer strategy on a kernel built without frame pointers: not applicable
+  'encoded_entry_window', // section on a build that also encodes rbp, at an instant where rbp itself is &pt_regs|1: encoded_fp's to read (not applicable)
   // The walk ended but the trace differs from the reference (ground truth or host callchain)
   'missing_interrupted_frame', // the function an entry interrupted (regs->ip) is missing
   'missing_caller', // a caller is missing outside any tolerated window
   'extra_frame', // a frame that is not in the reference
   'wrong_frame', // frames both missing and extra: the trace went a different way
+  // The walk reported every frame, then stopped where the kernel's own unwinder is silent (verdict
+  // tolerated; check/silent-stops.ts has the kernel source of each window)
+  'stopped_in_entry_code', // the ip it stopped at is in .entry.text (unwind_frame.c: got_irq && in_entry_code)
+  'stopped_before_first_frame', // the interrupted code ran below the first frame at the task stack's bottom
+  'stopped_in_head_code', // boot or CPU bring-up code (head_64.S), the bottom of an idle task's stack
+  'stopped_in_lossy_window', // every frame lost lies in a window the reference documents as lossy (prologue, epilogue, leaf, entry code), and the stop follows from it
 ] as const;
 export type Reason = (typeof REASONS)[number];
 

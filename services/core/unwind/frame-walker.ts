@@ -224,7 +224,12 @@ export abstract class FrameWalker implements Unwinder {
       return this.stop('pt_regs_not_decoded', `the pt_regs located at ${formatHex64(this.space.addressOf(at))} hold cs ${formatHex64(bigFromHalves(this.space.hi, this.space.lo))}, which no CPU pushes: the ${this.name} strategy found no pt_regs there`);
     }
     this.regsUser = (this.space.lo & 3) !== 0;
-    if (!this.regsUser) this.kernelRegsCrossed = true;
+    if (!this.regsUser) {
+      this.kernelRegsCrossed = true;
+      // A kthread's partial regs from copy_thread() at task_pt_regs (reached through its encoded
+      // frame pointer, §9 rule 16): unwind_next_frame ends there ("don't have any useful information").
+      if (s.type === 'task' && at === s.base + s.size - PT_REGS_SIZE) return this.end('kthread');
+    }
     return true;
   }
 
