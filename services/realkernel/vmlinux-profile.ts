@@ -71,7 +71,7 @@ export function vmlinuxProfile(image: Uint8Array, o: VmlinuxProfileOptions = {})
     options.framePointers = d.framePointers;
     provenance.framePointers = { source: d.used.source, detail: d.used.detail };
     notes.push(`frame pointers: ${d.framePointers ? 'yes' : 'no'}, from the ${SOURCE_NAME[d.used.source]}: ${d.used.detail}${d.framePointers ? '' : '; the frame-pointer strategies answer not_applicable'}`);
-    for (const x of d.disagreeing) notes.push(`warning: the ${SOURCE_NAME[x.source]} says the opposite: ${x.detail}`);
+    for (const x of d.disagreeing) notes.push(`warning: the evidence from the ${SOURCE_NAME[x.source]} says the opposite: ${x.detail}`);
   } else {
     notes.push(`frame pointers: cannot tell (${evidence.map((e) => e.detail).join('; ') || 'no config, ORC table or symbols to look at'}); the frame-pointer strategies run. If the kernel has none, pass --profile FILE with {"framePointers": false}`);
   }
