@@ -22,7 +22,8 @@ commands:
                           prologues; a note on stderr says which). Without frame pointers the fp
                           strategies answer not_applicable. A --profile's "framePointers" wins.
         --orc-layout L    the ORC entry layout of --vmlinux when its "Linux version" banner is
-                          missing (or to override it): ${ORC_LAYOUT_CHOICES}
+                          missing (or to override it): type2 (v4.14–v6.3), type3 (v6.4+), or a
+                          kernel release such as 6.1 or 6.4
         --strategy LIST   comma-separated: ${[...strategies.keys()].join(', ')} (default: all; the
                           fp baseline only counts as failing when named here)
         --format text|json

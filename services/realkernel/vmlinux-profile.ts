@@ -85,6 +85,10 @@ function orcLayoutOf(release: string | undefined, flag: OrcLayout | undefined, u
   const fromBanner = release ? orcLayoutForRelease(release) : undefined;
   if (flag) {
     if (fromBanner && fromBanner !== flag) notes.push(`warning: the banner's release ${release} uses ORC layout ${fromBanner}; reading ${flag} as --orc-layout asks`);
+    else {
+      const guess = guessOrcLayout(unwind);
+      if (guess && guess !== flag) notes.push(`warning: the entries look like ${guess}, not ${flag}: a wrong --orc-layout misreads every row`);
+    }
     return flag;
   }
   if (fromBanner) return fromBanner;

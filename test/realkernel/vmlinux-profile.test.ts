@@ -182,6 +182,10 @@ describe('a hand-made vmlinux', () => {
       });
       const v = vmlinuxProfile(img.elf, { orcLayout: layout });
       assert.equal(v.options.orc?.layout, layout);
+      assert.equal(v.notes.filter((n) => n.startsWith('warning')).length, 0, v.notes.join('\n'));
+      const other = layout === 'type2' ? 'type3' : 'type2';
+      const wrong = vmlinuxProfile(img.elf, { orcLayout: other });
+      assert.ok(wrong.notes.includes(`warning: the entries look like ${layout}, not ${other}: a wrong --orc-layout misreads every row`), wrong.notes.join('\n'));
       assert.equal(v.options.provenance?.orc?.layoutSource, 'flag');
       // Read in its own layout, every row is a CALL row: the statistic sees all 1500.
       assert.match(v.options.provenance!.evidence![0]!.detail, /^0 of 1500 ORC call rows/);
