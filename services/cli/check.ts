@@ -140,6 +140,7 @@ function loadProfile(o: CheckOptions, maxBytes: number, io: Io): KernelProfile |
   }
   const { symbols } = parseKallsyms(readInputBytes(o.kallsyms, maxBytes).toString('utf8'), o.kallsyms);
   if (o.vmlinux) opts = withVmlinux(o, opts, symbols, io);
+  else if (opts.framePointers !== undefined) opts.provenance = { framePointers: { source: 'profile', detail: `"framePointers": ${opts.framePointers} in ${o.profile}` } };
   return new KernelProfile(symbols, opts);
 }
 

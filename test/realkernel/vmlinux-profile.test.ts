@@ -252,7 +252,19 @@ describe('stacksanity check --vmlinux on a hand-made ORC kernel (test/support/or
     }
   });
 
-  test('no evidence (13 ORC rows, 6 functions): unknown, the FP strategies run, and the note says how to state it', async () => {
+  test('without --vmlinux the JSON still says where framePointers came from', async () => {
+    const { dir } = setup({ banner: BANNER }, { framePointers: false });
+    try {
+      const r = await run(['--kallsyms', join(dir, 'kallsyms'), '--profile', join(dir, 'profile.json'), '--format', 'json', join(dir, 'dump')]);
+      const j = JSON.parse(r.out) as Json;
+      assert.deepEqual([j.profile.frame_pointers, j.profile.frame_pointers_source, j.profile.orc], [false, 'profile', null]);
+      assert.deepEqual(j.verdicts.fp, { not_applicable: 1 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('no evidence (a 15-row ORC table, no function bytes): unknown, the FP strategies run, and the note says how to state it', async () => {
     const { dir, args } = setup({ banner: BANNER });
     try {
       const r = await run([...args, join(dir, 'dump')]);
