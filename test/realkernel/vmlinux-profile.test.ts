@@ -67,13 +67,18 @@ describe('frame-pointer evidence, one kind at a time', () => {
       }
       return OrcTable.fromEntries('type2', ips, entries);
     };
-    // Framed: 1 of 4 rows per function (25 %); unframed: 0 of 5; 2 in 100 framed: 8 of 498 (1.6 %).
+    // Framed: 1 of 4 rows per function (25 %); unframed: 0 of 5. Every 50th framed: 4 of
+    // 4×4 + 196×5 = 996 rows (0.4 %); every 3rd: 67 of 67×4 + 133×5 = 933 (7.2 %).
     const fp = framePointersFromOrc(table(() => true));
     assert.equal(fp.framePointers, true, fp.detail);
     assert.match(fp.detail, /^200 of 800 ORC call rows \(25 %\)/);
     assert.equal(framePointersFromOrc(table(() => false)).framePointers, false);
-    assert.equal(framePointersFromOrc(table((i) => i % 50 === 0)).framePointers, false, 'a few functions that need a frame anyway');
-    assert.equal(framePointersFromOrc(table((i) => i % 3 === 0)).framePointers, undefined, '~9 %: between the thresholds');
+    const few = framePointersFromOrc(table((i) => i % 50 === 0));
+    assert.equal(few.framePointers, false, 'a few functions that need a frame anyway');
+    assert.match(few.detail, /^4 of 996 ORC call rows \(0\.4 %\)/);
+    const mid = framePointersFromOrc(table((i) => i % 3 === 0));
+    assert.equal(mid.framePointers, undefined, 'between the thresholds');
+    assert.match(mid.detail, /^67 of 933 ORC call rows \(7\.2 %\)/);
     assert.equal(framePointersFromOrc(table(() => false, 20)).framePointers, undefined, '100 rows: too few');
   });
 
