@@ -9,7 +9,7 @@ import {
 } from '../core/symbols/frame-pointer-evidence.ts';
 import { guessOrcLayout, orcLayoutForRelease, OrcTable, ORC_LAYOUT_CHOICES, type OrcLayout } from '../core/unwind/orc-table.ts';
 import { embeddedConfig } from './ikconfig.ts';
-import { buildId, elfSections, extractVmlinux, isBzImage, kernelRelease, sectionBytes, type ElfSection } from './vmlinux.ts';
+import { buildId, elfSections, extractVmlinux, isBzImage, kernelRelease, sectionBytes, SHT_NOBITS, type ElfSection } from './vmlinux.ts';
 
 export interface VmlinuxProfileOptions {
   /** --orc-layout: the entry layout for an image whose banner does not name its release (or to override it). */
@@ -107,7 +107,7 @@ function frameEvidence(elf: Uint8Array, sections: ElfSection[], orc: OrcTable | 
   }
   if (orc) out.push(framePointersFromOrc(orc));
   const text = sections.find((s) => s.name === '.text');
-  if (symbols && text && text.type !== 8) {
+  if (symbols && text && text.type !== SHT_NOBITS) {
     const starts = functionStarts(elf, text, symbols);
     if (starts.length > 0) out.push(framePointersFromCode(starts));
   }

@@ -77,7 +77,7 @@ export function elfSections(elf: Uint8Array): ElfSection[] {
   return raw.map((r) => ({ name: name(r.nameOff), type: r.type, addr: r.addr, offset: r.offset, size: r.size }));
 }
 
-const SHT_NOBITS = 8;
+export const SHT_NOBITS = 8;
 const NT_GNU_BUILD_ID = 3;
 
 export function sectionBytes(elf: Uint8Array, s: ElfSection): Uint8Array {
