@@ -7,13 +7,16 @@ import { hasFullState, type Sample } from '../core/dump/sample.ts';
 import { checkSample, type StrategyCheck } from '../core/check/checker.ts';
 import { CheckSummary } from '../core/check/summary.ts';
 import { GOOD_VERDICTS } from '../core/check/reasons.ts';
-import { KernelProfile, parseProfileOptions, type ProfileOptions } from '../core/symbols/profile.ts';
+import { KernelProfile, parseProfileOptions, type ProfileOptions, type ProfileProvenance } from '../core/symbols/profile.ts';
+import { parseKallsyms } from '../core/symbols/kallsyms.ts';
+import type { KernelSymbol } from '../core/symbols/table.ts';
+import type { OrcLayout } from '../core/unwind/orc-table.ts';
 import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import { formatHex64 } from '../core/u64.ts';
 import { readInputBytes, DEFAULT_MAX_INPUT } from '../realhost/input.ts';
-import { extractVmlinux, readVmlinux } from '../realkernel/vmlinux.ts';
+import { vmlinuxProfile } from '../realkernel/vmlinux-profile.ts';
 import { readHostInput } from '../realhost/input.ts';
 import { checkHostCallchain, HostChainSummary, type HostChainContext } from '../realhost/callchain-check.ts';
 import { Progress } from './progress.ts';
@@ -22,8 +25,10 @@ export interface CheckOptions {
   files: string[];
   kallsyms?: string;
   profile?: string;
-  /** A vmlinux (ELF) or bzImage: its ORC tables make the orc strategy run, its build id names the profile. */
+  /** A vmlinux (ELF) or bzImage: its ORC tables make the orc strategy run, its build id names the profile, it tells whether the build has frame pointers. */
   vmlinux?: string;
+  /** The ORC entry layout of --vmlinux, for an image without a banner (or to override it). */
+  orcLayout?: OrcLayout;
   strategies?: StrategyName[];
   format: 'text' | 'json';
   maxBytes?: number;
@@ -43,7 +48,7 @@ export function runCheck(o: CheckOptions, io: Io): number {
   const maxBytes = o.maxBytes ?? DEFAULT_MAX_INPUT;
   let profile: KernelProfile | undefined;
   try {
-    profile = loadProfile(o, maxBytes);
+    profile = loadProfile(o, maxBytes, io);
   } catch (e) {
     io.err(`stacksanity: ${e instanceof DumpError ? e.describe() : (e as Error).message}\n`);
     return EXIT_UNUSABLE;
@@ -117,7 +122,7 @@ export function runCheck(o: CheckOptions, io: Io): number {
 const BASELINE: ReadonlySet<StrategyName> = new Set(['fp']);
 const NO_BASELINE: ReadonlySet<StrategyName> = new Set();
 
-function loadProfile(o: CheckOptions, maxBytes: number): KernelProfile | undefined {
+function loadProfile(o: CheckOptions, maxBytes: number, io: Io): KernelProfile | undefined {
   let opts: ProfileOptions = {};
   if (o.profile) {
     let json: unknown;
@@ -128,27 +133,55 @@ function loadProfile(o: CheckOptions, maxBytes: number): KernelProfile | undefin
     }
     opts = parseProfileOptions(json, o.profile);
   }
-  if (o.vmlinux) opts = { ...vmlinuxOptions(o.vmlinux), ...opts };
+  if (o.orcLayout && !o.vmlinux) throw new DumpError('bad_field', '--orc-layout names the layout of the ORC tables in --vmlinux FILE; give that too');
   if (!o.kallsyms) {
     if (o.vmlinux) throw new DumpError('bad_field', '--vmlinux gives the ORC tables; the symbols still come from --kallsyms FILE', { file: o.vmlinux });
     return undefined;
   }
-  return KernelProfile.fromKallsyms(readInputBytes(o.kallsyms, maxBytes).toString('utf8'), { ...opts, file: o.kallsyms });
+  const { symbols } = parseKallsyms(readInputBytes(o.kallsyms, maxBytes).toString('utf8'), o.kallsyms);
+  if (o.vmlinux) opts = withVmlinux(o, opts, symbols, io);
+  else if (opts.framePointers !== undefined) opts.provenance = { framePointers: { source: 'profile', detail: `"framePointers": ${opts.framePointers} in ${o.profile}` } };
+  return new KernelProfile(symbols, opts);
 }
 
 /**
- * The ORC tables and build id of a vmlinux, or of the vmlinux inside a bzImage. The entry layout
- * depends on the release, which the image's own banner ("Linux version 6.1.0-...") gives.
+ * The build facts of a vmlinux or bzImage (build id, ORC tables, frame pointers) under the
+ * user's profile: what the profile file states explicitly wins, and a note says so.
  */
-function vmlinuxOptions(file: string): ProfileOptions {
-  let elf: Uint8Array = readFileSync(file);
-  const isBzImage = elf.length > 0x206 && elf[0x202] === 0x48 && elf[0x203] === 0x64 && elf[0x204] === 0x72 && elf[0x205] === 0x53;
-  if (isBzImage) elf = extractVmlinux(elf);
-  const banner = /Linux version (\d+\.\d+\S*)/.exec(Buffer.from(elf.buffer, elf.byteOffset, elf.byteLength).toString('latin1'));
-  if (!banner) throw new DumpError('bad_field', 'no "Linux version" banner in the image: cannot tell its ORC entry layout', { file });
-  const facts = readVmlinux(elf, banner[1]!);
-  if (!facts.orc) throw new DumpError('bad_field', 'no .orc_unwind/.orc_unwind_ip sections (a kernel built without CONFIG_UNWINDER_ORC?)', { file });
-  return { orc: facts.orc, ...(facts.buildId ? { buildId: facts.buildId } : {}) };
+function withVmlinux(o: CheckOptions, user: ProfileOptions, symbols: readonly KernelSymbol[], io: Io): ProfileOptions {
+  const file = o.vmlinux!;
+  let learned;
+  try {
+    learned = vmlinuxProfile(readFileSync(file), { symbols, ...(o.orcLayout ? { orcLayout: o.orcLayout } : {}) });
+  } catch (e) {
+    throw new DumpError('bad_field', (e as Error).message, { file });
+  }
+  const v = learned.options;
+  for (const n of learned.notes) io.err(`stacksanity: ${file}: ${n}\n`);
+  const provenance: ProfileProvenance = { ...v.provenance };
+  if (user.framePointers !== undefined) {
+    provenance.framePointers = { source: 'profile', detail: `"framePointers": ${user.framePointers} in ${o.profile}` };
+    if (v.framePointers !== undefined && v.framePointers !== user.framePointers) {
+      io.err(`stacksanity: ${file}: the profile ${o.profile} says framePointers ${user.framePointers}; using it over the image's evidence\n`);
+    }
+  }
+  return { ...v, ...user, provenance };
+}
+
+/** The profile section of the JSON output: which kernel facts were used and where they came from. */
+function profileJson(profile: KernelProfile | undefined): Record<string, unknown> | null {
+  if (!profile) return null;
+  const p = profile.provenance;
+  return {
+    build_id: profile.buildId ?? null,
+    frame_pointers: profile.framePointers ?? null,
+    frame_pointers_source: p?.framePointers?.source ?? null,
+    frame_pointers_detail: p?.framePointers?.detail ?? null,
+    evidence: (p?.evidence ?? []).map((e) => ({ source: e.source, frame_pointers: e.framePointers ?? null, detail: e.detail })),
+    orc: profile.orc
+      ? { entries: profile.orc.length, layout: profile.orc.layout, layout_source: p?.orc?.layoutSource ?? null, release: p?.orc?.release ?? null }
+      : null,
+  };
 }
 
 function where(s: Sample): string {
@@ -206,6 +239,7 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: Kernel
 
 function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined, host: HostChainSummary): void {
   const obj = {
+    profile: profileJson(profile),
     samples: sm.samples,
     callchain_only: sm.callchainOnly,
     rejected: Object.fromEntries(sm.rejected),

@@ -5,17 +5,25 @@ import { dirname, join } from 'node:path';
 import { runCheck, EXIT_UNUSABLE, type Io } from './check.ts';
 import { strategies } from '../core/unwind/index.ts';
 import type { StrategyName } from '../core/unwind/types.ts';
+import { orcLayoutFromName, ORC_LAYOUT_CHOICES, type OrcLayout } from '../core/unwind/orc-table.ts';
 
 const USAGE = `usage: stacksanity <command> [options]
 
 commands:
-  check [--kallsyms FILE] [--profile FILE] [--vmlinux FILE] [--strategy LIST] [--format text|json] FILE...
+  check [--kallsyms FILE] [--profile FILE] [--vmlinux FILE [--orc-layout L]] [--strategy LIST] [--format text|json] FILE...
         Unwind every sample in the dumps (stacksanity text or JSON dumps, or perf script output;
         '-' reads stdin; gzip is detected) with each strategy and judge the result.
         Exit 0: all consistent; 1: failures found; 2: the input was unusable.
         --kallsyms FILE   /proc/kallsyms or System.map of the sampled kernel (gzip allowed)
         --profile FILE    kernel profile JSON: {"buildId", "layouts": [...], "stubs": {...}, "kasan", "framePointers"}
-        --vmlinux FILE    the kernel's vmlinux or bzImage: its ORC tables add the orc strategy
+        --vmlinux FILE    the kernel's vmlinux or bzImage: its ORC tables add the orc strategy, its
+                          build id must match the samples', and it tells whether the build has
+                          frame pointers (embedded config, else the ORC table, else the function
+                          prologues; a note on stderr says which). Without frame pointers the fp
+                          strategies answer not_applicable. A --profile's "framePointers" wins.
+        --orc-layout L    the ORC entry layout of --vmlinux when its "Linux version" banner is
+                          missing (or to override it): type2 (v4.14–v6.3), type3 (v6.4+), or a
+                          kernel release such as 6.1 or 6.4
         --strategy LIST   comma-separated: ${[...strategies.keys()].join(', ')} (default: all; the
                           fp baseline only counts as failing when named here)
         --format text|json
@@ -76,6 +84,7 @@ function check(args: string[], io: Io): number {
         kallsyms: { type: 'string' },
         profile: { type: 'string' },
         vmlinux: { type: 'string' },
+        'orc-layout': { type: 'string' },
         strategy: { type: 'string' },
         format: { type: 'string', default: 'text' },
         'max-bytes': { type: 'string' },
@@ -110,6 +119,14 @@ function check(args: string[], io: Io): number {
       return EXIT_UNUSABLE;
     }
   }
+  let orcLayout: OrcLayout | undefined;
+  if (v['orc-layout'] !== undefined) {
+    orcLayout = orcLayoutFromName(v['orc-layout']);
+    if (!orcLayout) {
+      io.err(`stacksanity check: --orc-layout must be ${ORC_LAYOUT_CHOICES}, not '${v['orc-layout']}'\n`);
+      return EXIT_UNUSABLE;
+    }
+  }
   const num = (s: string | undefined, flag: string): number | undefined | null => {
     if (s === undefined) return undefined;
     const n = Number(s);
@@ -129,6 +146,7 @@ function check(args: string[], io: Io): number {
       ...(v.kallsyms !== undefined ? { kallsyms: v.kallsyms } : {}),
       ...(v.profile !== undefined ? { profile: v.profile } : {}),
       ...(v.vmlinux !== undefined ? { vmlinux: v.vmlinux } : {}),
+      ...(orcLayout !== undefined ? { orcLayout } : {}),
       ...(list ? { strategies: list } : {}),
       ...(maxBytes !== undefined ? { maxBytes } : {}),
       ...(maxFailures !== undefined ? { maxFailures } : {}),

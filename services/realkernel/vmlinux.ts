@@ -77,7 +77,7 @@ export function elfSections(elf: Uint8Array): ElfSection[] {
   return raw.map((r) => ({ name: name(r.nameOff), type: r.type, addr: r.addr, offset: r.offset, size: r.size }));
 }
 
-const SHT_NOBITS = 8;
+export const SHT_NOBITS = 8;
 const NT_GNU_BUILD_ID = 3;
 
 export function sectionBytes(elf: Uint8Array, s: ElfSection): Uint8Array {
@@ -105,6 +105,25 @@ export function buildId(elf: Uint8Array, sections: ElfSection[]): string | undef
     }
   }
   return undefined;
+}
+
+const BANNER = Buffer.from('Linux version ', 'latin1');
+
+/**
+ * The release in the image's banner (init/version.c: "Linux version 6.1.0-57-amd64 (...)"), or
+ * undefined when the image has none. Searched as bytes: a 60 MB vmlinux is not turned into a string.
+ */
+export function kernelRelease(elf: Uint8Array): string | undefined {
+  const b = Buffer.from(elf.buffer, elf.byteOffset, elf.byteLength);
+  for (let at = b.indexOf(BANNER); at >= 0; at = b.indexOf(BANNER, at + 1)) {
+    const m = /^(\d+\.\d+[^\s\0]*)/.exec(b.subarray(at + BANNER.length, at + BANNER.length + 80).toString('latin1'));
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+export function isBzImage(img: Uint8Array): boolean {
+  return img.length > 0x206 && img[0x202] === 0x48 && img[0x203] === 0x64 && img[0x204] === 0x72 && img[0x205] === 0x53;
 }
 
 export interface VmlinuxFacts {

@@ -164,7 +164,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
     }
   });
 
-  test('offline: `stacksanity check --vmlinux` on the bzImage gives the same orc verdicts', async () => {
+  test('offline: `stacksanity check --vmlinux` on the bzImage, no profile: the same orc verdicts, the FP strategies not_applicable', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'stacksanity-vmlinux-'));
     try {
       // Samples the sampler could give no stack window (kernel code still on the user's rsp at
@@ -173,10 +173,20 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
       writeFileSync(join(dir, 'samples.dump'), formatTextDump(withStacks.map((c) => c.sample)));
       writeFileSync(join(dir, 'kallsyms'), session.kallsyms);
       let out = '';
+      let err = '';
       const code = await main(['check', '--vmlinux', session.build.files.image, '--kallsyms', join(dir, 'kallsyms'), '--format', 'json', join(dir, 'samples.dump')],
-        { out: (x) => (out += x), err: () => undefined });
+        { out: (x) => (out += x), err: (x) => (err += x) });
       assert.ok(code === 0 || code === 1, `exit ${code}`);
-      const j = JSON.parse(out) as { verdicts: Record<string, Record<string, number>>; rejections: { sampleIndex: number; message: string }[] };
+      const j = JSON.parse(out) as {
+        verdicts: Record<string, Record<string, number>>; rejections: { sampleIndex: number; message: string }[];
+        profile: { frame_pointers: boolean | null; frame_pointers_source: string | null };
+      };
+      // No profile file: the image itself says "no frame pointers" (Debian's config, checked by
+      // the first test, agrees), so every FP strategy is not_applicable on every checked sample.
+      assert.deepEqual([j.profile.frame_pointers, j.profile.frame_pointers_source], [false, 'orc']);
+      assert.match(err, /frame pointers: no, from the ORC table/);
+      const checked = Object.values(j.verdicts.orc ?? {}).reduce((a, b) => a + b, 0);
+      for (const s of ['fp', 'section', 'encoded_fp']) assert.deepEqual(j.verdicts[s], { not_applicable: checked }, s);
       const got = j.verdicts.orc ?? {};
       // The CLI validates samples first (e.g. sp on none of the captured stacks): those it rejects
       // with a message are left out of the comparison, and must stay rare.

@@ -6,7 +6,8 @@ import { signedFromBig } from '../u64.ts';
 import { parseKallsyms, isTextType } from './kallsyms.ts';
 import { SymbolTable, isEndMarker, type KernelSymbol } from './table.ts';
 import { entryTypeOfStub, isEntryType, type EntryType } from './entry-types.ts';
-import type { OrcTable } from '../unwind/orc-table.ts';
+import type { OrcLayout, OrcTable } from '../unwind/orc-table.ts';
+import type { FramePointerEvidence, FramePointerSource } from './frame-pointer-evidence.ts';
 
 export const ENTRY_LAYOUTS = ['kernel_entry', 'section', 'encoded_fp'] as const;
 export type EntryLayout = (typeof ENTRY_LAYOUTS)[number];
@@ -58,6 +59,17 @@ export interface ProfileOptions {
   orc?: OrcTable;
   /** false: built without frame pointers (no CONFIG_FRAME_POINTER), so the frame-pointer strategies do not apply. */
   framePointers?: boolean;
+  /** Where the build facts came from, when an adapter learned them from the image (reported, never used to unwind). */
+  provenance?: ProfileProvenance;
+}
+
+export interface ProfileProvenance {
+  /** framePointers: from the user's profile file, or the evidence it was decided on. */
+  framePointers?: { source: 'profile' | FramePointerSource; detail: string };
+  /** Every piece of frame-pointer evidence the image offered, conclusive or not. */
+  evidence?: FramePointerEvidence[];
+  /** The ORC table's entry layout and what named it: the image's banner or the --orc-layout flag. */
+  orc?: { layout: OrcLayout; layoutSource: 'banner' | 'flag'; release?: string; entries: number };
 }
 
 export const DEFAULT_STUB_OFFSET = 8;
@@ -70,6 +82,7 @@ export class KernelProfile {
   readonly kasan: boolean;
   readonly orc: OrcTable | undefined;
   readonly framePointers: boolean | undefined;
+  readonly provenance: ProfileProvenance | undefined;
   /** Signed address of the dummy kernel_entry function, when the build has one. */
   readonly kernelEntry: number | undefined;
   private readonly stubOverrides: Map<string, StubOverride>;
@@ -81,6 +94,7 @@ export class KernelProfile {
     this.kasan = opts.kasan ?? false;
     this.orc = opts.orc;
     this.framePointers = opts.framePointers;
+    this.provenance = opts.provenance;
     const byName = new Map<string, bigint>();
     for (const s of all) if (!byName.has(s.name) && s.module === undefined) byName.set(s.name, s.address);
     const sections: Partial<Record<SectionName, SectionRange>> = {};

@@ -33,6 +33,40 @@ export function orcLayoutForRelease(release: string): OrcLayout | undefined {
   return major > 6 || (major === 6 && minor >= 4) ? 'type3' : 'type2';
 }
 
+/** The accepted values of an option that names a layout, for usage and error messages. */
+export const ORC_LAYOUT_CHOICES = 'type2 (v4.14–v6.3), type3 (v6.4+), or a kernel release such as 6.1 or 6.4';
+
+/**
+ * A layout named by the user: one of ORC_LAYOUTS, or a kernel release (v4.14 or later) whose
+ * layout orcLayoutForRelease gives. Undefined for anything else.
+ */
+export function orcLayoutFromName(name: string): OrcLayout | undefined {
+  if ((ORC_LAYOUTS as readonly string[]).includes(name)) return name as OrcLayout;
+  return /^\d+\.\d+(?:[.-]\S*)?$/.test(name) ? orcLayoutForRelease(name) : undefined;
+}
+
+/**
+ * Which layout raw .orc_unwind bytes look like, for a hint when nothing names it. Ordinary code
+ * is almost all CALL rows: flags byte type bits 0 in type2 (type:2 CALL = 0), 2 in type3 (CALL = 2).
+ * Rows with sp_reg UNDEFINED (terminators, end hints) are left out. Undefined when neither wins clearly.
+ */
+export function guessOrcLayout(unwindSection: Uint8Array): OrcLayout | undefined {
+  let zero = 0;
+  let two = 0;
+  let rows = 0;
+  for (let at = 0; at + ORC_ENTRY_SIZE <= unwindSection.length; at += ORC_ENTRY_SIZE) {
+    if ((unwindSection[at + 4]! & 0xf) === ORC_REG.UNDEFINED) continue;
+    rows++;
+    const t = unwindSection[at + 5]! & 7;
+    if (t === 0) zero++;
+    else if (t === 2) two++;
+  }
+  if (rows === 0) return undefined;
+  if (zero >= 0.8 * rows) return 'type2';
+  if (two >= 0.8 * rows) return 'type3';
+  return undefined;
+}
+
 export interface OrcEntry {
   spOffset: number;
   bpOffset: number;
