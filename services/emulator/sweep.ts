@@ -205,7 +205,9 @@ export type Outcome = 'exact' | 'window' | 'stopped' | 'not_decoded' | 'wrong';
  */
 export function classify(truth: readonly TruthFrame[], r: StepResult): { outcome: Outcome; lost: string[] } {
   if (r.verdict === 'exact') return { outcome: 'exact', lost: [] };
-  if (r.verdict === 'error') return { outcome: 'not_decoded', lost: [] };
+  // error: the strategy cannot read this kernel's entries; not_applicable (encoded_entry_window):
+  // it stepped aside for the layout whose marker rbp holds at that instant.
+  if (r.verdict === 'error' || r.verdict === 'not_applicable') return { outcome: 'not_decoded', lost: [] };
   const have = new Map<bigint, number>();
   for (const ip of r.frames) have.set(ip, (have.get(ip) ?? 0) + 1);
   const lost: string[] = [];

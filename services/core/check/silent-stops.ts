@@ -41,7 +41,9 @@ const REALIGN_WORDS = 1;
  * is looked at: whether the trace was complete up to there is the caller's judgement.
  */
 export function silentStop(profile: KernelProfile, sample: Sample, u: UnwindResult): SilentStopReason | undefined {
-  if (u.outcome !== 'error' || u.strategy === 'orc' || !FP_STOPS.has(u.reason!)) return undefined;
+  // A bit-0 bp is no stop for the kernel's unwinder (it decodes it): a strategy that cannot is
+  // not in the kernel's silent window, whatever the ip.
+  if (u.outcome !== 'error' || u.strategy === 'orc' || u.stoppedAtEncodedBp || !FP_STOPS.has(u.reason!)) return undefined;
   const frames = u.frames;
   const last = frames[frames.length - 1];
   if (last === undefined) return undefined;

@@ -53,6 +53,8 @@ export abstract class FrameWalker implements Unwinder {
   protected lastRetS = NaN;
   protected lastRetStub = false;
   private kernelRegsCrossed = false;
+  /** The walk met a bit-0 bp it does not decode (set before the stop it causes). */
+  private stoppedAtEncoded = false;
   private ended = false;
   private outcome: Outcome = 'error';
   private reason: Reason | undefined;
@@ -153,6 +155,7 @@ export abstract class FrameWalker implements Unwinder {
     };
     if (this.reason !== undefined) out.reason = this.reason;
     if (this.message !== undefined) out.message = this.message;
+    if (this.stoppedAtEncoded) out.stoppedAtEncodedBp = true;
     return out;
   }
 
@@ -180,6 +183,8 @@ export abstract class FrameWalker implements Unwinder {
       return this.stop('did_not_reach_end', `${this.badBp(0, 0)}: the frame chain ends before the bottom of the task stack`);
     }
     if ((lo & 1) !== 0) {
+      // Whatever follows, the kernel's own unwinder would have decoded this (§9 rule 11).
+      this.stoppedAtEncoded = !this.decodesEncodedBp;
       if (this.decodesEncodedBp) {
         const at = this.chainLocate(hi, lo & ~1, PT_REGS_SIZE, hi, lo);
         return at >= 0 && this.enterRegs(at);

@@ -42,6 +42,8 @@ export interface UnwindResult {
   reliable: boolean;
   /** Stack types in the order the walk visited them. */
   stacks: StackType[];
+  /** The walk stopped at a saved bp with bit 0 set that this strategy does not decode (the kernel would have). */
+  stoppedAtEncodedBp?: boolean;
   /** ORC: where the full user-mode pt_regs that ended the trace sit (they produce no frame). */
   userRegsAt?: bigint;
 }
