@@ -1,11 +1,15 @@
 // `stacksanity check`: unwind every sample of the given dumps with each strategy, print a summary
 // per strategy and verdict, then the failing samples. Exit 0 when all are consistent, 1 when
 // failures were found, 2 when the input was unusable.
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { DumpError, rejectionOf, type ParseResult } from '../core/dump/errors.ts';
 import { hasFullState, type Sample } from '../core/dump/sample.ts';
 import { checkSample, type StrategyCheck } from '../core/check/checker.ts';
+import type { Finding } from '../core/check/findings.ts';
 import { CheckSummary } from '../core/check/summary.ts';
+import { FindingsTally, findingsOf } from '../core/check/findings.ts';
+import { findingsDocument, findingsTable, readKnownIds, writeFindingsFile } from './findings-file.ts';
 import { GOOD_VERDICTS } from '../core/check/reasons.ts';
 import { KernelProfile, parseProfileOptions, type ProfileOptions, type ProfileProvenance } from '../core/symbols/profile.ts';
 import { parseKallsyms } from '../core/symbols/kallsyms.ts';
@@ -30,7 +34,13 @@ export interface CheckOptions {
   /** The ORC entry layout of --vmlinux, for an image without a banner (or to override it). */
   orcLayout?: OrcLayout;
   strategies?: StrategyName[];
-  format: 'text' | 'json';
+  /** The kernels/ folder `emulate --out` writes: <buildId>.kallsyms (+ .profile.json) per build. */
+  kernels?: string;
+  /** Write the run's findings here (JSON), for a later --known. */
+  findingsOut?: string;
+  /** A findings file: exit 0 when every finding of this run is in it, 1 when a new one appears. */
+  known?: string;
+  format: 'text' | 'json' | 'ndjson';
   maxBytes?: number;
   maxFailures?: number;
 }
@@ -47,8 +57,12 @@ export const EXIT_UNUSABLE = 2;
 export function runCheck(o: CheckOptions, io: Io): number {
   const maxBytes = o.maxBytes ?? DEFAULT_MAX_INPUT;
   let profile: KernelProfile | undefined;
+  let byBuild: Map<string, KernelProfile> | undefined;
+  let known: Set<string> | undefined;
   try {
     profile = loadProfile(o, maxBytes, io);
+    if (o.kernels !== undefined) byBuild = loadKernels(o.kernels, maxBytes);
+    if (o.known !== undefined) known = readKnownIds(o.known);
   } catch (e) {
     io.err(`stacksanity: ${e instanceof DumpError ? e.describe() : (e as Error).message}\n`);
     return EXIT_UNUSABLE;
@@ -58,9 +72,17 @@ export function runCheck(o: CheckOptions, io: Io): number {
   const explicit = o.strategies !== undefined;
   // By default: the strategies this kernel's entry code supports (its profile's layouts), plus
   // the baseline. Asking for another by name shows it failing with pt_regs_not_decoded.
-  const strategies: StrategyName[] = o.strategies ?? STRATEGIES.filter((s) => s === 'fp' || !profile || profile.layouts.has(s));
-  if (!o.strategies && profile?.orc) strategies.push('orc');
+  const strategiesFor = (p: KernelProfile | undefined): StrategyName[] => {
+    const list: StrategyName[] = o.strategies ?? STRATEGIES.filter((s) => s === 'fp' || !p || p.layouts.has(s));
+    if (!o.strategies && p?.orc) list.push('orc');
+    return list;
+  };
+  const strategyCache = new Map<KernelProfile | undefined, StrategyName[]>();
+  const profileOf = (s: Sample): KernelProfile | undefined => (s.kernel !== undefined ? byBuild?.get(s.kernel) : undefined) ?? profile;
   const summary = new CheckSummary(o.maxFailures ?? 20);
+  const findings = new FindingsTally();
+  const baseline = explicit ? NO_BASELINE : BASELINE;
+  const profiles = new WeakMap<Sample, KernelProfile>();
   // Callchain-only samples (perf script, perf.data, kernel logs) are judged on their host callchain.
   const hostChains = new HostChainSummary(o.maxFailures ?? 20);
   let inputsRead = 0;
@@ -90,32 +112,62 @@ export function runCheck(o: CheckOptions, io: Io): number {
     for (const s of parsed.samples) {
       const at = base + i++;
       progress.tick(i);
+      const p = profileOf(s);
       if (!hasFullState(s)) {
         summary.addCallchainOnly(s);
-        hostChains.add(at, s, checkHostCallchain(s, profile, contexts.get(s)));
+        hostChains.add(at, s, checkHostCallchain(s, p, contexts.get(s)));
+        if (o.format === 'ndjson') io.out(JSON.stringify({ type: 'sample', index: at, source: s.source, host: s.host, kernel: s.kernel, callchain_only: true }) + '\n');
         continue;
       }
-      if (!profile) {
-        summary.reject({ sampleIndex: at, reason: 'unknown_build_id', message: `${where(s)}: no kernel profile to unwind with: pass --kallsyms FILE`, where: { sampleIndex: at } });
+      if (!p) {
+        const message = byBuild
+          ? `${where(s)}: no kernel in ${o.kernels} for build ${s.kernel ?? '(none named)'}${profile ? '' : ' (and no --kallsyms for the rest)'}`
+          : `${where(s)}: no kernel profile to unwind with: pass --kallsyms FILE (or --kernels DIR)`;
+        summary.reject({ sampleIndex: at, reason: 'unknown_build_id', message, where: { sampleIndex: at } });
         continue;
       }
-      if (s.kernel !== undefined && profile.buildId !== undefined && s.kernel !== profile.buildId) {
-        summary.reject({ sampleIndex: at, reason: 'unknown_build_id', message: `${where(s)}: sample names kernel build ${s.kernel}, but the profile is for ${profile.buildId}`, where: { sampleIndex: at } });
+      if (s.kernel !== undefined && p.buildId !== undefined && s.kernel !== p.buildId) {
+        summary.reject({ sampleIndex: at, reason: 'unknown_build_id', message: `${where(s)}: sample names kernel build ${s.kernel}, but the profile is for ${p.buildId}`, where: { sampleIndex: at } });
         continue;
       }
-      const check = checkSample(s, profile, strategies);
-      summary.add(at, s, check, explicit ? NO_BASELINE : BASELINE);
+      let strategies = strategyCache.get(p);
+      if (!strategies) strategyCache.set(p, (strategies = strategiesFor(p)));
+      const check = checkSample(s, p, strategies);
+      profiles.set(s, p);
+      summary.add(at, s, check, baseline);
+      const sigs = findingsOf(s, check, p, baseline);
+      findings.add(at, s, sigs);
+      if (o.format === 'ndjson') {
+        io.out(JSON.stringify({ type: 'sample', index: at, source: s.source, host: s.host, kernel: s.kernel, ...sampleCheckToJson(check, p), findings: sigs.map((f) => f.id) }) + '\n');
+      }
     }
     progress.finish();
     index = base + parsed.samples.length + parsed.rejected.length;
   }
+  const pick = (s: Sample): KernelProfile | undefined => profiles.get(s) ?? profileOf(s);
   if (inputsRead === 0 || (summary.samples === 0 && summary.rejectedCount > 0)) {
-    printSummary(summary, io, o, profile, hostChains);
+    printSummary(summary, io, o, pick, hostChains, []);
     io.err('stacksanity: no usable samples in the input\n');
     return EXIT_UNUSABLE;
   }
-  if (o.format === 'json') printJson(summary, io, profile, hostChains);
-  else printSummary(summary, io, o, profile, hostChains);
+  const list = findings.list();
+  if (o.findingsOut !== undefined) {
+    try {
+      writeFindingsFile(o.findingsOut, findingsDocument(list, summary.samples));
+    } catch (e) {
+      io.err(`stacksanity: cannot write the findings to ${o.findingsOut}: ${(e as Error).message}\n`);
+      return EXIT_UNUSABLE;
+    }
+  }
+  if (o.format === 'json') printJson(summary, io, pick, hostChains, list, known);
+  else if (o.format === 'ndjson') io.out(JSON.stringify({ type: 'summary', samples: summary.samples, rejected: summary.rejectedCount, failing_samples: summary.failingSamples, findings: findingsDocument(list, summary.samples, known).findings.map(({ id, title, count, state }) => ({ id, title, count, ...(state ? { state } : {}) })) }) + '\n');
+  else printSummary(summary, io, o, pick, hostChains, list, known);
+  if (known) {
+    // The kernel-CI gate: only findings outside the baseline fail the run.
+    const fresh = list.filter((f) => !known.has(f.id));
+    for (const f of fresh) io.err(`stacksanity: new finding ${f.id}: ${f.title} (${f.count} samples, e.g. sample ${f.examples[0]})\n`);
+    return fresh.length > 0 || hostChains.failing > 0 ? EXIT_FAILURES : EXIT_OK;
+  }
   return summary.failingSamples > 0 || hostChains.failing > 0 ? EXIT_FAILURES : EXIT_OK;
 }
 
@@ -142,6 +194,41 @@ function loadProfile(o: CheckOptions, maxBytes: number, io: Io): KernelProfile |
   if (o.vmlinux) opts = withVmlinux(o, opts, symbols, io);
   else if (opts.framePointers !== undefined) opts.provenance = { framePointers: { source: 'profile', detail: `"framePointers": ${opts.framePointers} in ${o.profile}` } };
   return new KernelProfile(symbols, opts);
+}
+
+/** Every <buildId>.kallsyms in dir (with <buildId>.profile.json beside it when present), by build id. */
+function loadKernels(dir: string, maxBytes: number): Map<string, KernelProfile> {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    throw new DumpError('bad_field', `cannot read the kernels folder: ${(e as Error).message}`, { file: dir });
+  }
+  const out = new Map<string, KernelProfile>();
+  for (const n of names.filter((x) => x.endsWith('.kallsyms')).sort()) {
+    const buildId = n.slice(0, -'.kallsyms'.length);
+    const file = join(dir, n);
+    let opts: ProfileOptions = {};
+    const pj = join(dir, `${buildId}.profile.json`);
+    let text: string | undefined;
+    try {
+      text = readFileSync(pj, 'utf8');
+    } catch {
+      text = undefined; // no options file: the layouts are inferred from the symbols
+    }
+    if (text !== undefined) {
+      try {
+        opts = parseProfileOptions(JSON.parse(text), pj);
+      } catch (e) {
+        if (e instanceof DumpError) throw e;
+        throw new DumpError('bad_json', `cannot read the profile: ${(e as Error).message}`, { file: pj });
+      }
+    }
+    const { symbols } = parseKallsyms(readInputBytes(file, maxBytes).toString('utf8'), file);
+    out.set(buildId, new KernelProfile(symbols, { ...opts, buildId: opts.buildId ?? buildId }));
+  }
+  if (out.size === 0) throw new DumpError('bad_field', 'no <build id>.kallsyms file in the kernels folder (emulate --out writes one per build under kernels/)', { file: dir });
+  return out;
 }
 
 /**
@@ -190,7 +277,8 @@ function where(s: Sample): string {
   return [src, who].filter(Boolean).join(' ');
 }
 
-function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: KernelProfile | undefined, host: HostChainSummary): void {
+function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profileOf: (s: Sample) => KernelProfile | undefined, host: HostChainSummary, findings: readonly Finding[], known?: ReadonlySet<string>): void {
+  const profile = o.kernels === undefined ? profileOf({} as Sample) : undefined;
   const baseline = o.strategies ? NO_BASELINE : BASELINE;
   const lines: string[] = [];
   lines.push(`samples: ${sm.samples} checked, ${sm.rejectedCount} rejected${sm.callchainOnly ? `, ${sm.callchainOnly} callchain-only (no registers or stack memory to unwind)` : ''}`);
@@ -213,7 +301,8 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: Kernel
     for (const r of sm.rejections.slice(0, 20)) lines.push(`  ${r.message}`);
     if (sm.rejections.length > 20) lines.push(`  ... ${sm.rejectedCount - 20} more`);
   }
-  if (profile && sm.failures.length > 0) {
+  lines.push(...findingsTable(findings, sm.samples, known));
+  if (sm.failures.length > 0) {
     lines.push('');
     lines.push(`failing samples: ${sm.failingSamples}${sm.failingSamples > sm.failures.length ? ` (first ${sm.failures.length} shown)` : ''}`);
     for (const f of sm.failures) {
@@ -228,18 +317,19 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profile: Kernel
       if (f.check.disagreements.length) lines.push(`  disagree: ${f.check.disagreements.map((d) => d.join('/')).join(' ')}`);
       const failing = (r: StrategyCheck): boolean => !GOOD_VERDICTS.has(r.verdict) || r.falseReliable;
       const shown = f.check.results.find((r) => failing(r) && !baseline.has(r.strategy)) ?? f.check.results.find(failing) ?? f.check.results[0];
-      if (shown) {
+      const p = profileOf(s);
+      if (shown && p) {
         lines.push(`  ${shown.strategy} trace:`);
-        for (const l of renderKernelTrace(s, profile, shown.unwind).trimEnd().split('\n')) lines.push(`    ${l}`);
+        for (const l of renderKernelTrace(s, p, shown.unwind).trimEnd().split('\n')) lines.push(`    ${l}`);
       }
     }
   }
   io.out(lines.join('\n') + '\n');
 }
 
-function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined, host: HostChainSummary): void {
+function printJson(sm: CheckSummary, io: Io, profileOf: (s: Sample) => KernelProfile | undefined, host: HostChainSummary, findings: readonly Finding[], known?: ReadonlySet<string>): void {
   const obj = {
-    profile: profileJson(profile),
+    profile: profileJson(profileOf({} as Sample)),
     samples: sm.samples,
     callchain_only: sm.callchainOnly,
     rejected: Object.fromEntries(sm.rejected),
@@ -249,7 +339,11 @@ function printJson(sm: CheckSummary, io: Io, profile: KernelProfile | undefined,
     disagreeing_samples: sm.disagreements,
     false_reliable: sm.falseReliable,
     failing_samples: sm.failingSamples,
-    failures: profile ? sm.failures.map((f) => ({ index: f.index, source: f.sample.source, ...sampleCheckToJson(f.check, profile) })) : [],
+    findings: findingsDocument(findings, sm.samples, known).findings,
+    failures: sm.failures.flatMap((f) => {
+      const p = profileOf(f.sample);
+      return p ? [{ index: f.index, source: f.sample.source, ...sampleCheckToJson(f.check, p) }] : [];
+    }),
     host_callchains: {
       checked: host.checked,
       user_only: host.userOnly,
