@@ -256,7 +256,7 @@ for (const fault of FAULTS.filter((f) => f !== 'stale_frames')) {
       const p = profiles.get(e.sample.kernel!)!;
       for (const r of results(e.sample, p, [...p.layouts] as StrategyName[])) {
         const want = expectedFor(e, r.strategy, kallsyms.get(e.sample.kernel!)!);
-        const at = `${r.strategy} on ${e.layout} (${e.fault!.detail}) at ${e.where.fn}+0x${e.where.offset.toString(16)}: ${r.verdict} ${r.reason} ${r.unwind.message ?? ''}`;
+        const at: string = `${r.strategy} on ${e.layout} (${e.fault!.detail}) at ${e.where.fn}+0x${e.where.offset.toString(16)}: ${r.verdict} ${r.reason} ${r.unwind.message ?? ''}`;
         if (want.alsoBlind && r.verdict === 'error' && r.reason === 'pt_regs_not_decoded') {
           blind++;
           continue;
