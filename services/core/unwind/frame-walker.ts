@@ -308,9 +308,13 @@ export abstract class FrameWalker implements Unwinder {
         this.notCaptured(slot, `link word of the ${this.cur.type} stack`);
         return -1;
       }
-      const link = this.space.locate(this.space.hi, this.space.lo, 0);
+      // get_stack_info(next_sp): the linked sp must lie on a stack, begin <= sp < end (in_task_stack,
+      // in_irq_stack, in_exception_stack; reference §9 rules 1-3). An sp equal to a stack's end is
+      // one past its last byte: the kernel finds no stack there.
+      const link = this.space.locate(this.space.hi, this.space.lo, 1);
       if (link < 0) {
-        this.stop('bad_stack_link', `the ${this.cur.type} stack links to ${formatHex64(bigFromHalves(this.space.hi, this.space.lo))}, which is on no known stack`);
+        const atEnd = this.space.locate(this.space.hi, this.space.lo, 0) >= 0;
+        this.stop('bad_stack_link', `the ${this.cur.type} stack links to ${formatHex64(bigFromHalves(this.space.hi, this.space.lo))}, which is on no known stack${atEnd ? ' (it is the end of one, one past its last byte)' : ''}`);
         return -1;
       }
       const next = this.space.stackAt(link);

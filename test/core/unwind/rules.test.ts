@@ -363,6 +363,16 @@ describe('stack switches', () => {
     const c = check(b.sample, ENCODED);
     for (const s of ALL) assertTruncated(K, of(c, s), b, 3, 'bad_stack_link');
   });
+
+  test('an IRQ link word equal to the task stack\'s end: bad_stack_link (an sp at a stack\'s end is on no stack, §9 rules 1-3)', () => {
+    // get_stack_info(next_sp) → in_task_stack(): begin <= sp < end. The end itself is one past
+    // the stack's last byte: the kernel finds no next stack there, and neither may the checker.
+    const m = irqInSyscall(ENCODED);
+    m.poke(m.get('irq').end - 8n, m.get('task').end);
+    const b = m.sample({ at: IRQ_SAMPLE_AT });
+    const c = check(b.sample, ENCODED);
+    for (const s of ALL) assertTruncated(K, of(c, s), b, 3, 'bad_stack_link');
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
