@@ -259,7 +259,9 @@ export abstract class FrameWalker implements Unwinder {
       this.stop('non_text_return_address', `unrecognized kernel stack return address ${formatHex64(bigFromHalves(hi, lo))} at ${formatHex64(this.space.addressOf(slot))}`);
       return;
     }
-    this.push(new WalkFrame(this.space, retS, 'call', this.cur.type, slot, -1, undefined));
+    // The stack the return address was read from: an indirect stub's onFrame may already have
+    // followed the link to the stack its pt_regs pointer leads to.
+    this.push(new WalkFrame(this.space, retS, 'call', this.space.stackAt(slot).type, slot, -1, undefined));
     this.lastRetS = retS;
     this.lastRetStub = this.isStubReturn(retS);
     if (action.kind === 'call_then_regs') this.nextRegs = action.regs;
