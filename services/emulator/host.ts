@@ -28,6 +28,8 @@ export interface InjectedFault {
   name: FaultName;
   /** What was done, in words (the word's address and role, the value written). */
   detail: string;
+  /** Faults written into one stack word: which word (its role, address) and its value before and after (signed form). */
+  word?: { role: 'saved_bp' | 'return_address' | 'irq_link'; at: number; was: number; value: number };
 }
 
 /** A sample with what the emulator knows about it beyond the dump. */
@@ -39,6 +41,16 @@ export interface EmulatedSample {
   scenario: string;
   where: Where;
   fault?: InjectedFault;
+  /**
+   * From the machine state, not from any unwinder: a frame-pointer walk would claim a reliable
+   * trace here and be wrong. It claims reliability only for a task stopped at a call site (trigger
+   * sched: no kernel-mode pt_regs on the way, §4.1) whose bp chain reaches the bottom intact (no
+   * word of the sample was overwritten); it is wrong exactly when some activation called on
+   * without a frame, hiding a return address from the chain.
+   */
+  falseReliable: boolean;
+  /** rbp, or an interrupted rbp saved in pt_regs, holds &pt_regs|1 (Machine.encodedRbpLive). */
+  encodedRbp: boolean;
 }
 
 const COMMS = ['cat', 'nginx', 'postgres', 'bash', 'java', 'sshd', 'python3'];
@@ -130,10 +142,11 @@ export class EmulatedHost {
     let sample: Sample;
     if (trigger === 'sched') sample = this.captureSched({ trigger, comm, pid, tid: pid, cpu, time, host: this.name, kernel: this.kernel.buildId });
     else sample = m.capture({ comm, pid, tid: pid, cpu, time, trigger, host: this.name, kernel: this.kernel.buildId });
-    const out: EmulatedSample = { sample, host: this.name, layout: this.kernel.layout, scenario: kind, where };
+    const out: EmulatedSample = { sample, host: this.name, layout: this.kernel.layout, scenario: kind, where, falseReliable: false, encodedRbp: m.encodedRbpLive() };
     let injected: InjectedFault | undefined;
     if (fault && !BUILD_FAULTS.has(fault) && fault !== 'stack_overflow') injected = injectSampleFault(fault, m, sample, rng);
     else if (fault === 'stack_overflow' && m.overflowed) injected = { name: fault, detail: 'the task stack overflowed into its guard page; #DF on the IST stack' };
+    out.falseReliable = trigger === 'sched' && injected === undefined && m.hiddenCallers() > 0;
     injected ??= this.buildFaultActive();
     if (injected) out.fault = injected;
     return out;
@@ -404,9 +417,10 @@ function injectSampleFault(name: FaultName, m: Machine, s: Sample, rng: Rng): In
       const a = rng.pick(t);
       const slot = a.retSlot - 8;
       const variant = rng.int(3);
-      const v = variant === 0 ? 0 : variant === 1 ? 0x7ffc00001000 : m.stacks.task.has(slot) ? readSaved(a) + 4 : 0x7ffc00001000;
+      const was = readSaved(a);
+      const v = variant === 0 ? 0 : variant === 1 ? 0x7ffc00001000 : m.stacks.task.has(slot) ? was + 4 : 0x7ffc00001000;
       pokeSample(s, slot, v);
-      return { name, detail: `saved bp of ${a.fn.name} at ${hexs(slot)} := ${hexs(v)}` };
+      return { name, detail: `saved bp of ${a.fn.name} at ${hexs(slot)} := ${hexs(v)}`, word: { role: 'saved_bp', at: slot, was, value: v } };
     }
     case 'clobber_ret': {
       const t = framedTargets(m, false);
@@ -415,7 +429,7 @@ function injectSampleFault(name: FaultName, m: Machine, s: Sample, rng: Rng): In
       const variant = rng.int(3);
       const v = variant === 0 ? 0 : variant === 1 ? m.k.fn('kmem_cache_alloc').addr + 0x11 : -0x7d5fb000; // jiffies area
       pokeSample(s, a.retSlot, v);
-      return { name, detail: `return address of ${a.fn.name} at ${hexs(a.retSlot)} := ${hexs(v)}` };
+      return { name, detail: `return address of ${a.fn.name} at ${hexs(a.retSlot)} := ${hexs(v)}`, word: { role: 'return_address', at: a.retSlot, was: a.ret, value: v } };
     }
     case 'stale_frames': {
       // A callee that returned left its frame below rsp; code that used rbp as scratch left it
@@ -438,8 +452,9 @@ function injectSampleFault(name: FaultName, m: Machine, s: Sample, rng: Rng): In
       if (!s.stacks.some((st) => st.type === 'irq') || !m.chain.some((r) => r.kind === ACT && r.switchedFrom)) return undefined;
       const variant = rng.int(3);
       const v = variant === 0 ? 0 : variant === 1 ? 0x7ffd4c1e3000 : irq.end - 0x200;
+      const was = irq.read(irq.end - 8);
       pokeSample(s, irq.end - 8, v);
-      return { name, detail: `IRQ stack link word at ${hexs(irq.end - 8)} := ${hexs(v)}` };
+      return { name, detail: `IRQ stack link word at ${hexs(irq.end - 8)} := ${hexs(v)}`, word: { role: 'irq_link', at: irq.end - 8, was, value: v } };
     }
     default:
       return undefined;

@@ -505,6 +505,35 @@ export class Machine {
     return 'entry_code';
   }
 
+  /**
+   * Activations below the running one that called out without a frame of their own (objtool rule
+   * 3): each one's return address is off the bp chain and not in any documented window, so a walk
+   * that follows the chain to the bottom of the stack misses it without noticing.
+   */
+  hiddenCallers(): number {
+    let n = 0;
+    for (let i = 0; i < this.chain.length - 1; i++) {
+      const r = this.chain[i]!;
+      if (r.kind === ACT && !Number.isNaN(r.ret) && !this.framed(i) && r.stoppedBy === STOP_CALL) n++;
+    }
+    return n;
+  }
+
+  /**
+   * Whether an encoded frame pointer (&pt_regs|1) is a live rbp value in this chain: rbp itself
+   * now, or the rbp an entry interrupted (saved as that entry's regs->bp). A walk meets these
+   * values as bps to follow, not as saved bps behind a stub's return address.
+   */
+  encodedRbpLive(): boolean {
+    if ((this.rbp & 1) !== 0) return true;
+    for (let i = 1; i < this.chain.length; i++) {
+      const r = this.chain[i]!;
+      const below = this.chain[i - 1]!;
+      if (r.kind === ENTRY && !r.user && below.kind === ACT && (below.rbpStop & 1) !== 0) return true;
+    }
+    return false;
+  }
+
   truth(): TruthFrame[] {
     const ch = this.chain;
     const frames: TruthFrame[] = [{ ip: big(this.ip()), kind: 'start' }];

@@ -118,6 +118,8 @@ export interface SweepStep {
   op: string;
   /** Whether the stopped code is an entry stub (or the head/fork/syscall entry code). */
   inStub: boolean;
+  /** rbp, or an interrupted rbp saved in pt_regs, holds &pt_regs|1 (Machine.encodedRbpLive). */
+  encodedRbp: boolean;
   sample: Sample;
 }
 
@@ -158,7 +160,7 @@ function runAct(m: Machine, k: KernelImage, sc: Scenario, st: { n: number; event
     const op = f.ops[pc]!;
     if (m.cur.has(m.rsp, 0) || m.rsp === m.cur.end) {
       const sample = m.capture({ comm, pid: 4242, tid: 4242, cpu: 0, time: `${1000 + st.n / 1e6}`, trigger: 'single-step', host: 'emu-sweep', kernel: k.buildId });
-      onStep({ scenario: sc.name, index: st.n, fn: f.name, insn: pc, offset: f.offs[pc]!, op: opName(op), inStub: f.stub !== undefined, sample });
+      onStep({ scenario: sc.name, index: st.n, fn: f.name, insn: pc, offset: f.offs[pc]!, op: opName(op), inStub: f.stub !== undefined, encodedRbp: m.encodedRbpLive(), sample });
       st.n++;
     }
     const ei = st.events.findIndex((e) => eventAt(f, pc, e));

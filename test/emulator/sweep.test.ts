@@ -1,14 +1,13 @@
 // The single-step sweep against what the kernel documents (reference kernel-unwinders.md §7, §9
 // rules 17–18): on a clean kernel of layout X, strategy X is exact or in a documented window at
 // every instruction boundary; outside entry code a window loses exactly the one caller of the
-// function in its prologue, epilogue or frameless body. What each strategy does inside entry
-// stubs is the finding (docs/emulator.md); the findings are asserted here so that a change in
-// the unwinders or the emulator shows up.
+// function in its prologue, epilogue or frameless body. What each strategy can decode on each
+// build follows from the build's entry layout and is asserted step by step, from the truth and
+// the machine state (docs/emulator.md).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fleetBuilds } from '../../services/emulator/index.ts';
 import { SCENARIOS, sweepScenario, classify, stopIsDocumented } from '../../services/emulator/sweep.ts';
-import { sweepKernel } from '../../services/cli/sweep.ts';
 import { KernelProfile, type EntryLayout } from '../../services/core/symbols/profile.ts';
 import { checkSample } from '../../services/core/check/checker.ts';
 import type { KernelImage } from '../../services/emulator/image.ts';
@@ -62,29 +61,54 @@ for (const tag of ['kernel_entry', 'section', 'encoded_fp', 'encoded_fp+section'
   });
 }
 
-test('findings: what each strategy does inside entry code (see docs/emulator.md)', () => {
-  const t = (tag: string) => sweepKernel(byTag(tag));
-  const enc = t('encoded_fp+section');
-  // The section strategy on a kernel that also encodes rbp: blind (pt_regs_not_decoded) only where
-  // rbp itself holds &pt_regs|1 — in the stub after ENCODE_FRAME_POINTER and in the handler's
-  // first and last instructions; nowhere a wrong trace.
-  assert.equal(enc.totals.section!.wrong, 0);
-  assert.ok(enc.totals.section!.not_decoded > 0);
-  for (const r of enc.rows.filter((x) => x.strategy === 'section' && x.outcome === 'not_decoded')) {
-    const f = byTag('encoded_fp+section').fn(r.fn);
-    const inHandlerEdge = f.framed && (r.to < f.frameFrom || r.from > f.frameTo);
-    assert.ok(r.inStub || inHandlerEdge || !f.framed, `section blind at ${r.fn}+0x${r.offFrom.toString(16)}`);
-  }
-  assert.equal(enc.totals.encoded_fp!.wrong + enc.totals.encoded_fp!.not_decoded, 0);
-  // fp: never a wrong trace on the encoded kernel before the first entry; on the others it loses
-  // (section) or replaces (kernel_entry) the interrupted function while inside handlers.
-  for (const tag of ['kernel_entry', 'section']) {
-    const x = t(tag);
-    assert.ok(x.totals.fp!.wrong > 0, `${tag}: fp is wrong inside handlers`);
-    assert.equal(x.totals[x.layout]!.wrong + x.totals[x.layout]!.not_decoded, 0);
-    // A strategy for another layout refuses the first entry it meets rather than guess.
-    for (const other of ['kernel_entry', 'section', 'encoded_fp'].filter((s) => s !== x.layout)) {
-      assert.equal(x.totals[other]!.wrong, 0, `${other} on ${tag} never returns a wrong trace`);
+/**
+ * What each strategy can decode follows from the build's entry layout (docs/emulator.md): its own
+ * layout's entries, and no other. On every build and at every instruction boundary:
+ * - the build's own strategy is never wrong and never refuses (not_decoded);
+ * - a strategy for another layout is never wrong: wherever the truth holds an entry a correct
+ *   unwinder recovers, it refuses (not_decoded), and it refuses only where the walk meets an
+ *   entry's marker;
+ * - the section strategy on a kernel that encodes rbp reads that kernel's entries through the
+ *   stubs' return addresses, and refuses exactly where rbp, or an interrupted rbp saved in
+ *   pt_regs, holds &pt_regs|1 (machine state: SweepStep.encodedRbp);
+ * - fp decodes no entry: never not_decoded, and wrong wherever the truth holds a recoverable entry.
+ */
+for (const tag of ['kernel_entry', 'section', 'encoded_fp', 'encoded_fp+section']) {
+  test(`what each strategy decodes on a ${tag} kernel follows from its layout`, () => {
+    const k = byTag(tag);
+    const profile = KernelProfile.fromKallsyms(k.kallsyms, { layouts: k.profile.layouts as EntryLayout[] });
+    const encoded = k.layout === 'encoded_fp';
+    const seen = { refused: 0, blind: 0, fpWrong: 0 };
+    for (const sc of SCENARIOS) {
+      sweepScenario(k, sc, (st) => {
+        const truth = st.sample.truth!.frames;
+        const recoverable = truth.some((t) => t.kind === 'regs' && !t.tolerated);
+        // An entry's marker the walk can meet: a kernel-mode entry in the truth, the user-mode entry
+        // of user_timer, or on encoded kernels an rbp holding &pt_regs|1 (a kthread's first
+        // frame pointer is encode_frame_pointer(childregs) too, §2.7).
+        const entryMet = truth.some((t) => t.kind === 'regs') || sc.name === 'user_timer' || (encoded && st.encodedRbp);
+        for (const r of checkSample(st.sample, profile, ['fp', 'kernel_entry', 'section', 'encoded_fp']).results) {
+          const { outcome } = classify(truth, { strategy: r.strategy, verdict: r.verdict, frames: r.unwind.frames.map((f) => f.ip) });
+          const at = `${r.strategy} ${sc.name} ${st.fn}+0x${st.offset.toString(16)} (${st.op}): ${outcome} ${r.verdict} ${r.reason}`;
+          if (r.strategy === 'fp') {
+            assert.notEqual(outcome, 'not_decoded', at);
+            if (recoverable) { assert.equal(outcome, 'wrong', at); seen.fpWrong++; }
+          } else if (r.strategy === k.layout) {
+            assert.ok(outcome !== 'wrong' && outcome !== 'not_decoded', at);
+          } else if (r.strategy === 'section' && encoded) {
+            assert.notEqual(outcome, 'wrong', at);
+            assert.equal(outcome === 'not_decoded', st.encodedRbp, `${at}; encoded rbp live: ${st.encodedRbp}`);
+            if (st.encodedRbp) seen.blind++;
+          } else {
+            assert.notEqual(outcome, 'wrong', at);
+            if (recoverable) assert.equal(outcome, 'not_decoded', at);
+            if (outcome === 'not_decoded') { assert.ok(entryMet, `${at}: refused without meeting an entry`); seen.refused++; }
+          }
+        }
+      });
     }
-  }
-});
+    // The sweep does cross entries of every kind on every build.
+    assert.ok(seen.refused > 100 && seen.fpWrong > 100, JSON.stringify(seen));
+    if (encoded) assert.ok(seen.blind > 0, 'the sweep reaches the places where rbp holds &pt_regs|1');
+  });
+}

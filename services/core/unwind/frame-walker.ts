@@ -269,7 +269,9 @@ export abstract class FrameWalker implements Unwinder {
       this.stop('non_text_return_address', `unrecognized kernel stack return address ${formatHex64(bigFromHalves(hi, lo))} at ${formatHex64(this.space.addressOf(slot))}`);
       return;
     }
-    this.push(new WalkFrame(this.space, retS, 'call', this.cur.type, slot, -1, undefined));
+    // The stack the return address was read from: an indirect stub's onFrame may already have
+    // followed the link to the stack its pt_regs pointer leads to.
+    this.push(new WalkFrame(this.space, retS, 'call', this.space.stackAt(slot).type, slot, -1, undefined));
     this.lastRetS = retS;
     this.lastRetStub = this.isStubReturn(retS);
     if (action.kind === 'call_then_regs') this.nextRegs = action.regs;
@@ -318,9 +320,13 @@ export abstract class FrameWalker implements Unwinder {
         this.notCaptured(slot, `link word of the ${this.cur.type} stack`);
         return -1;
       }
-      const link = this.space.locate(this.space.hi, this.space.lo, 0);
+      // get_stack_info(next_sp): the linked sp must lie on a stack, begin <= sp < end (in_task_stack,
+      // in_irq_stack, in_exception_stack; reference §9 rules 1-3). An sp equal to a stack's end is
+      // one past its last byte: the kernel finds no stack there.
+      const link = this.space.locate(this.space.hi, this.space.lo, 1);
       if (link < 0) {
-        this.stop('bad_stack_link', `the ${this.cur.type} stack links to ${formatHex64(bigFromHalves(this.space.hi, this.space.lo))}, which is on no known stack`);
+        const atEnd = this.space.locate(this.space.hi, this.space.lo, 0) >= 0;
+        this.stop('bad_stack_link', `the ${this.cur.type} stack links to ${formatHex64(bigFromHalves(this.space.hi, this.space.lo))}, which is on no known stack${atEnd ? ' (it is the end of one, one past its last byte)' : ''}`);
         return -1;
       }
       const next = this.space.stackAt(link);

@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { checkSample } from '../../../services/core/check/checker.ts';
 import { renderKernelTrace } from '../../../services/core/render/kernel-text.ts';
 import { unwindToJson } from '../../../services/core/render/json.ts';
-import { ENCODED, NMI_SAMPLE_AT, nmiInIrq } from '../unwind/fixtures.ts';
+import { ENCODED, K, NMI_SAMPLE_AT, nmiInIrq } from '../unwind/fixtures.ts';
+import { KERNEL_CS } from '../../../services/core/stack/layout.ts';
 
 test('an NMI inside an IRQ inside a syscall renders as <NMI>, <IRQ>, <TASK> with both entry lines', () => {
   const b = nmiInIrq(ENCODED).sample({ at: NMI_SAMPLE_AT });
@@ -33,11 +34,17 @@ test('an NMI inside an IRQ inside a syscall renders as <NMI>, <IRQ>, <TASK> with
 test('JSON keeps 64-bit addresses as 16-digit hex strings and carries the decoded pt_regs', () => {
   const b = nmiInIrq(ENCODED).sample({ at: NMI_SAMPLE_AT });
   const r = checkSample(b.sample, ENCODED.profile, ['encoded_fp']).results[0]!;
-  const j = unwindToJson(r.unwind, ENCODED.profile) as { frames: { ip: string; kind: string; regs?: Record<string, string>; entry?: string }[] };
+  const j = unwindToJson(r.unwind, ENCODED.profile) as { frames: { ip: string; kind: string; regs?: Record<string, string>; regs_at?: string; entry?: string }[] };
   const regsFrames = j.frames.filter((f) => f.kind === 'regs');
   assert.deepEqual(regsFrames.map((f) => f.entry), ['nmi', 'irq']);
   for (const f of j.frames) assert.match(f.ip, /^[0-9a-f]{16}$/);
-  // The decoded NMI pt_regs hold the interrupted ip and kernel cs.
-  assert.equal(regsFrames[0]!.regs!.ip, regsFrames[0]!.ip);
-  assert.equal(BigInt('0x' + regsFrames[0]!.regs!.cs), 0x10n);
+  // The decoded pt_regs hold what the image builder wrote there: the interrupted ips (the NMI hit
+  // handle_irq_event+0x44, the IRQ vfs_read+0x93) and the kernel cs the CPU pushed.
+  const hex = (v: bigint): string => v.toString(16).padStart(16, '0');
+  const interrupted = [K.at('handle_irq_event', 0x44), K.at('vfs_read', 0x93)];
+  assert.deepEqual(regsFrames.map((f) => f.ip), interrupted.map(hex));
+  assert.deepEqual(regsFrames.map((f) => f.regs!.ip), interrupted.map(hex));
+  for (const f of regsFrames) assert.equal(f.regs!.cs, hex(KERNEL_CS));
+  // and sit where the builder put pt_regs.
+  assert.deepEqual(regsFrames.map((f) => f.regs_at), b.expected.filter((e) => e.kind === 'regs').map((e) => hex(e.regsAt!)));
 });

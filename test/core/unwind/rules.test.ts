@@ -8,6 +8,7 @@ import { unwind } from '../../../services/core/unwind/index.ts';
 import { checkSample, type SampleCheck, type StrategyCheck } from '../../../services/core/check/checker.ts';
 import { STRATEGIES, type StrategyName } from '../../../services/core/unwind/types.ts';
 import type { Sample } from '../../../services/core/dump/sample.ts';
+import { KernelProfile } from '../../../services/core/symbols/profile.ts';
 import {
   DATA_ADDRESS,
   Machine,
@@ -362,6 +363,50 @@ describe('stack switches', () => {
     const b = m.sample({ at: IRQ_SAMPLE_AT });
     const c = check(b.sample, ENCODED);
     for (const s of ALL) assertTruncated(K, of(c, s), b, 3, 'bad_stack_link');
+  });
+
+  test('an IRQ link word equal to the task stack\'s end: bad_stack_link (an sp at a stack\'s end is on no stack, §9 rules 1-3)', () => {
+    // get_stack_info(next_sp) → in_task_stack(): begin <= sp < end. The end itself is one past
+    // the stack's last byte: the kernel finds no next stack there, and neither may the checker.
+    const m = irqInSyscall(ENCODED);
+    m.poke(m.get('irq').end - 8n, m.get('task').end);
+    const b = m.sample({ at: IRQ_SAMPLE_AT });
+    const c = check(b.sample, ENCODED);
+    for (const s of ALL) assertTruncated(K, of(c, s), b, 3, 'bad_stack_link');
+  });
+
+  test('section, indirect stub (the 2016 IRQ path): pt_regs at the address the stub pushed on the IRQ stack', () => {
+    // v4.4 `interrupt` macro (reference §2.4): movq %rsp,%rdi (rdi = &pt_regs); switch to the IRQ
+    // stack; pushq %rdi; call the handler. The IRQ stack's top word is both the pt_regs pointer
+    // and the link back to the task stack; the handler's return into the stub sits right below it.
+    const m = new Machine(K, 'section');
+    syscallToVfsRead(m);
+    const ptRegs = m.interrupt('asm_common_interrupt', { at: 0x93 });
+    const link = m.switchToIrqStack(m.stack('irq'));
+    assertHex(m.peek(link), ptRegs, 'the IRQ stack top holds &pt_regs');
+    m.call('common_interrupt', { returnTo: 0x1e });
+    m.frame(0x10);
+    m.enter('handle_irq_event', 0x9a, 0x10);
+    const b = m.sample({ at: IRQ_SAMPLE_AT });
+    const stubRet = b.expected.find((e) => e.kind === 'call' && e.fn === 'asm_common_interrupt')!;
+    assert.equal(stubRet.stack, 'irq');
+    assertHex(stubRet.slot! + 8n, link, 'pointer word right above the stub return slot');
+    const profile = K.profile(['section']);
+    const indirect = KernelProfile.fromKallsyms(K.kallsyms, { layouts: ['section'], stubs: { asm_common_interrupt: { offset: 8, indirect: true } } });
+    const r = of(checkSample(b.sample, indirect, ['section']), 'section');
+    assertExact(K, r, b);
+    assert.deepEqual(r.unwind.stacks, ['irq', 'task']);
+    assert.equal(r.unwind.frames.find((x) => x.kind === 'regs')?.entry, 'irq');
+    // Read directly (not indirectly), the word at slot + 8 is a pointer, not pt_regs: no cs there.
+    const direct = of(checkSample(b.sample, profile, ['section']), 'section');
+    assert.notEqual(direct.verdict, 'exact');
+    // An indirect pointer to no stack is refused.
+    const bad = cloneSample(b.sample);
+    const irqWin = bad.stacks.find((st) => st.type === 'irq')!.windows[0]!;
+    new DataView(irqWin.bytes.buffer, irqWin.bytes.byteOffset).setBigUint64(Number(link - irqWin.start), 0xffff888000123000n, true);
+    const rb = of(checkSample(bad, indirect, ['section']), 'section');
+    assert.equal(rb.verdict, 'error');
+    assert.equal(rb.reason, 'pt_regs_not_decoded');
   });
 });
 
