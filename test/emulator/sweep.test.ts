@@ -8,6 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fleetBuilds } from '../../services/emulator/index.ts';
 import { SCENARIOS, sweepScenario, classify, stopIsDocumented } from '../../services/emulator/sweep.ts';
+import { SILENT_STOP_REASONS } from '../../services/core/check/silent-stops.ts';
+import { GOOD_VERDICTS } from '../../services/core/check/reasons.ts';
 import { KernelProfile, type EntryLayout } from '../../services/core/symbols/profile.ts';
 import { checkSample } from '../../services/core/check/checker.ts';
 import type { KernelImage } from '../../services/emulator/image.ts';
@@ -45,6 +47,10 @@ for (const tag of ['kernel_entry', 'section', 'encoded_fp', 'encoded_fp+section'
         const at = `${sc.name} ${st.fn}+0x${st.offset.toString(16)} (${st.op})`;
         const ok = c.outcome === 'exact' || c.outcome === 'window' || (c.outcome === 'stopped' && stopIsDocumented(k, st.fn, truth));
         assert.ok(ok, `${own} ${at}: ${c.outcome} ${r!.verdict} ${r!.reason} lost ${c.lost}`);
+        // Every step of the build's own strategy is a good verdict; a stop with nothing lost names
+        // the silent window the kernel stops in.
+        assert.ok(GOOD_VERDICTS.has(r!.verdict), `${own} ${at}: ${r!.verdict} ${r!.reason}`);
+        if (c.outcome === 'stopped') assert.ok((SILENT_STOP_REASONS as readonly string[]).includes(r!.reason ?? ''), `${own} ${at}: ${r!.reason}`);
         const f = k.fn(st.fn);
         const inEntryCode = st.inStub || c.lost.includes('entry_code');
         if (!inEntryCode) {
