@@ -61,16 +61,20 @@ export function readKnownIds(path: string): Set<string> {
   return ids;
 }
 
-/** The findings table printed before the sample details. */
+const MAX_ROWS = 40;
+
+/** The findings table printed before the sample details (new ones first when a baseline is given). */
 export function findingsTable(list: readonly Finding[], samples: number, known?: ReadonlySet<string>): string[] {
   if (list.length === 0) return [];
+  if (known) list = [...list].sort((a, b) => Number(known.has(a.id)) - Number(known.has(b.id)) || b.count - a.count);
   const fresh = known ? list.filter((f) => !known.has(f.id)).length : undefined;
   const out = ['', `findings: ${list.length}${fresh !== undefined ? ` (${fresh} new, ${list.length - fresh} known)` : ''}`];
   out.push(`  ${'count'.padStart(7)} ${'share'.padStart(7)}  ${'id'.padEnd(16)}  ${known ? 'state  ' : ''}finding  (where; example sample)`);
-  for (const f of list) {
+  for (const f of list.slice(0, MAX_ROWS)) {
     const share = samples > 0 ? `${((100 * f.count) / samples).toFixed(2)}%` : '-';
     const state = known ? (known.has(f.id) ? 'known  ' : 'NEW    ') : '';
     out.push(`  ${String(f.count).padStart(7)} ${share.padStart(7)}  ${f.id}  ${state}${f.title}  (${f.at.slice(0, 3).join(', ')}; sample ${f.examples[0] ?? '?'})`);
   }
+  if (list.length > MAX_ROWS) out.push(`  ... ${list.length - MAX_ROWS} more (all of them: --findings-out FILE or --format json)`);
   return out;
 }

@@ -10,10 +10,18 @@ import { orcLayoutFromName, ORC_LAYOUT_CHOICES, type OrcLayout } from '../core/u
 const USAGE = `usage: stacksanity <command> [options]
 
 commands:
-  check [--kallsyms FILE] [--profile FILE] [--vmlinux FILE [--orc-layout L]] [--strategy LIST] [--format text|json] FILE...
+  check [--kallsyms FILE] [--profile FILE | --kernels DIR] [--vmlinux FILE [--orc-layout L]] [--strategy LIST]
+        [--format text|json|ndjson] [--findings-out FILE] [--known FILE] FILE...
         Unwind every sample in the dumps (stacksanity text or JSON dumps, or perf script output;
-        '-' reads stdin; gzip is detected) with each strategy and judge the result.
-        Exit 0: all consistent; 1: failures found; 2: the input was unusable.
+        '-' reads stdin; gzip is detected) with each strategy and judge the result. Failing
+        unwinds are grouped into findings (one line per blind spot) printed before the samples.
+        Exit 0: all consistent (with --known: no finding outside the baseline); 1: failures found
+        (with --known: a new finding); 2: the input was unusable.
+        --kernels DIR     every <build id>.kallsyms (+ .profile.json) in DIR, the kernels/ folder
+                          that emulate --out writes; each sample is unwound with its own build
+        --findings-out F  write this run's findings (JSON) to F: the baseline for --known
+        --known F         a findings file from an earlier run: only findings not in it fail the run
+                          (kernel CI: check the unpatched kernel once, gate the patch on it)
         --kallsyms FILE   /proc/kallsyms or System.map of the sampled kernel (gzip allowed)
         --profile FILE    kernel profile JSON: {"buildId", "layouts": [...], "stubs": {...}, "kasan", "framePointers"}
         --vmlinux FILE    the kernel's vmlinux or bzImage: its ORC tables add the orc strategy, its
@@ -26,7 +34,8 @@ commands:
                           kernel release such as 6.1 or 6.4
         --strategy LIST   comma-separated: ${[...strategies.keys()].join(', ')} (default: all; the
                           fp baseline only counts as failing when named here)
-        --format text|json
+        --format text|json|ndjson  ndjson: one line per sample with every strategy's frames and
+                          verdict (passing samples too), then a summary line
         --max-bytes N     refuse inputs larger than N bytes (default 256 MiB)
         --max-failures N  show at most N failing samples (default 20)
   demo  Check the shipped example (examples/demo.dump) and explain what the output means.
@@ -86,6 +95,9 @@ function check(args: string[], io: Io): number {
         vmlinux: { type: 'string' },
         'orc-layout': { type: 'string' },
         strategy: { type: 'string' },
+        kernels: { type: 'string' },
+        'findings-out': { type: 'string' },
+        known: { type: 'string' },
         format: { type: 'string', default: 'text' },
         'max-bytes': { type: 'string' },
         'max-failures': { type: 'string' },
@@ -100,8 +112,8 @@ function check(args: string[], io: Io): number {
     io.err('stacksanity check: name at least one dump file (or - for stdin)\n');
     return EXIT_UNUSABLE;
   }
-  if (v.format !== 'text' && v.format !== 'json') {
-    io.err(`stacksanity check: --format must be text or json, not '${v.format}'\n`);
+  if (v.format !== 'text' && v.format !== 'json' && v.format !== 'ndjson') {
+    io.err(`stacksanity check: --format must be text, json or ndjson, not '${v.format}'\n`);
     return EXIT_UNUSABLE;
   }
   let list: StrategyName[] | undefined;
@@ -146,6 +158,9 @@ function check(args: string[], io: Io): number {
       ...(v.kallsyms !== undefined ? { kallsyms: v.kallsyms } : {}),
       ...(v.profile !== undefined ? { profile: v.profile } : {}),
       ...(v.vmlinux !== undefined ? { vmlinux: v.vmlinux } : {}),
+      ...(v.kernels !== undefined ? { kernels: v.kernels } : {}),
+      ...(v['findings-out'] !== undefined ? { findingsOut: v['findings-out'] } : {}),
+      ...(v.known !== undefined ? { known: v.known } : {}),
       ...(orcLayout !== undefined ? { orcLayout } : {}),
       ...(list ? { strategies: list } : {}),
       ...(maxBytes !== undefined ? { maxBytes } : {}),
