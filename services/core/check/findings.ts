@@ -23,8 +23,9 @@ export interface FindingSignature {
   entry: string;
   /** Function where the walk stopped, or the first frame lost / invented. */
   fn: string;
-  /** 'stopped' (the walk ended in an error at fn), 'lost' (fn is missing), 'extra' (fn was invented), 'disagreed'. */
-  where: 'stopped' | 'lost' | 'extra' | 'disagreed';
+  /** 'stopped' (the walk ended in an error at fn), 'lost' (fn is missing), 'extra' (fn was invented),
+   *  'ended' (a complete walk judged wrong at its last frame, e.g. entry_mismatch), 'disagreed'. */
+  where: 'stopped' | 'lost' | 'extra' | 'ended' | 'disagreed';
   falseReliable: boolean;
   /** fn+0xoff of this occurrence (not part of the identity). */
   at: string;
@@ -66,14 +67,14 @@ export function signatureOf(r: StrategyCheck, profile: KernelProfile): FindingSi
   } else {
     const last = u.frames[u.frames.length - 1];
     loc = last === undefined ? { fn: '(no frame)', at: '(no frame)' } : locate(profile, last.ipS, last.kind === 'call');
-    where = 'stopped';
+    where = stopped ? 'stopped' : 'ended';
   }
   return make({ strategy: r.strategy, verdict: r.verdict, reason: r.reason ?? 'none', entry: r.entry, fn: loc.fn, where, falseReliable: r.falseReliable, at: loc.at });
 }
 
 function make(f: Omit<FindingSignature, 'id' | 'title'>): FindingSignature {
   const id = fnv1a64([f.strategy, f.verdict, f.reason, f.entry, f.fn, f.where, f.falseReliable ? 'fr' : ''].join('\0'));
-  const verb = f.where === 'stopped' ? 'stopped in' : f.where === 'lost' ? 'lost' : f.where === 'extra' ? 'invented' : 'at';
+  const verb = f.where === 'stopped' ? 'stopped in' : f.where === 'lost' ? 'lost' : f.where === 'extra' ? 'invented' : f.where === 'ended' ? 'ending in' : 'at';
   const title = `${f.falseReliable ? 'false_reliable: ' : ''}${f.strategy} ${f.verdict} (${f.reason}) ${verb} ${f.fn}${f.entry !== 'none' ? ` [${f.entry}]` : ''}`;
   return { id, title, ...f };
 }
