@@ -73,6 +73,15 @@ export const BULLMQ_STALL_LIMIT = 'job stalled more than allowable limit';
 /** The longest stretch of checking between two turns of the event loop (lock renewal runs there). */
 export const YIELD_EVERY_MS = 50;
 
+/**
+ * Decoding a batch is one synchronous call: the largest accepted batch (54 MiB stored) took
+ * 0.4-1.5 s here (bench:max-batch). Before decoding a batch above DECODE_EXTEND_FROM bytes the
+ * worker extends its lock by this much per MiB (4x the worst seen), so the lock cannot lapse
+ * while the event loop is busy; the regular renewal takes over again afterwards.
+ */
+export const DECODE_BUDGET_MS_PER_MIB = 100;
+export const DECODE_EXTEND_FROM = 4 * 2 ** 20;
+
 export interface CheckerOptions {
   fault?: Fault;
   hooks?: TestHooks;
@@ -176,6 +185,9 @@ export class CheckerWorker {
     if (!body) {
       if (await this.store.isCommitted(id)) return { checked: 0, callchainOnly: 0, failing: 0, traces: 0, counted: false };
       throw new UnrecoverableError(`the bytes of batch ${id} are gone (expired before a worker took it)`);
+    }
+    if (token && body.length > DECODE_EXTEND_FROM) {
+      await job.extendLock(token, this.cfg.lockDurationMs + Math.ceil(body.length / 2 ** 20) * DECODE_BUDGET_MS_PER_MIB).catch(() => 0);
     }
     let samples: Sample[];
     let indices: number[];
