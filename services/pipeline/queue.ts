@@ -2,6 +2,7 @@
 import { DelayedError, Queue, Worker, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
 import type { ServiceConfig } from './config.ts';
 import { JOB_NAME, decodeBody, parseBatch, sampleIndices, type BatchJob, type BatchResult } from './job.ts';
 import { BATCH_VERSION, batchFormVersion, decodeBatch, isEncodedBatch } from '../core/dump/batch.ts';
@@ -118,6 +119,8 @@ export class CheckerWorker {
     this.worker = new Worker<BatchJob, BatchResult>(cfg.queueName, (job, token) => this.process(job, token), {
       connection: this.redis,
       prefix: cfg.prefix,
+      // Recorded on each job it takes (processedBy): which process had a batch when it died.
+      name: `${hostname()}:${process.pid}`,
       concurrency: cfg.concurrency,
       lockDuration: cfg.lockDurationMs,
       stalledInterval: cfg.stalledIntervalMs,
