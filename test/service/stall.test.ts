@@ -11,12 +11,15 @@ import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, traceStore } from '../../services/pipeline/queue.ts';
 import { DeadLetters } from '../../services/pipeline/dead-letter.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
-import { JOB_NAME, type BatchJob } from '../../services/pipeline/job.ts';
+import { JOB_NAME, encodeBatch, type BatchJob } from '../../services/pipeline/job.ts';
+import { checkBatch } from '../../services/pipeline/check-batch.ts';
+import { decodeBatch } from '../../services/core/dump/batch.ts';
+import { KernelProfile } from '../../services/core/symbols/profile.ts';
 import type { ServiceConfig } from '../../services/pipeline/config.ts';
 import { runReplay } from '../../services/cli/replay.ts';
 import { freePort } from '../../services/pipeline/redis-server.ts';
 import {
-  DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, auth, cleanup, demoVariant, metricSum, putDemoSymbols,
+  DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, auth, cleanup, demoVariant, metricSum, putDemoSymbols,
   startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
@@ -245,4 +248,26 @@ test('replay: usage errors and Redis down are told clearly, and change nothing',
   const empty = capture();
   assert.equal(await runReplay([], empty.io, { REDIS_URL: SHARED_REDIS, STACKSANITY_PREFIX: uniquePrefix('replay-empty') }), 0, empty.err());
   assert.equal(empty.out(), 'no parked batches\n');
+});
+
+test('a long batch gives the event loop turns while it is checked (where BullMQ renews its lock)', async () => {
+  const d = decodeBatch(encodeBatch(DEMO_DUMP, 'text', 1 << 26).bytes);
+  const copies = 100;
+  const samples = Array.from({ length: copies }, () => d.samples).flat();
+  const indices = samples.map((_, i) => i);
+  const job: BatchJob = { v: 2, format: 'text', gzip: false, uploader: 't', source: 'upload', receivedAt: Date.now(), accepted: samples.length, skip: [] };
+  const at = { profile: KernelProfile.fromKallsyms(DEMO_KALLSYMS.toString('utf8'), { buildId: DEMO_BUILD }), rev: 1 };
+  // Timers run only when the loop gets a turn: count the ones that fire during the check.
+  const turns = async (yieldEveryMs: number | undefined): Promise<number> => {
+    let n = 0;
+    let on = true;
+    const tick = (): void => { if (on) { n++; setTimeout(tick, 0); } };
+    setTimeout(tick, 0);
+    const r = await checkBatch('y', job, samples, indices, { profile: async () => at, passingRatio: 0, ...(yieldEveryMs !== undefined ? { yieldEveryMs } : {}) });
+    on = false;
+    assert.equal(r.result.checked, DEMO_SAMPLES * copies);
+    return n;
+  };
+  assert.equal(await turns(undefined), 0, 'without yielding, the loop waits for the whole batch');
+  assert.ok((await turns(0)) > 10, 'yielding: timers (the lock renewal among them) run during the check');
 });
