@@ -166,7 +166,7 @@ export class CheckerWorker {
       const err = e instanceof Error ? e : new Error(String(e));
       const final = err instanceof UnrecoverableError || (!(err instanceof DelayedError) && job.attemptsMade + 1 >= (job.opts.attempts ?? 1));
       if (final) {
-        await this.park(job, 'unrecoverable', err.message, 0).catch((pe: Error) => this.log(`cannot park batch ${id}: ${pe.message}`));
+        await this.park(job, 'unrecoverable', err.message, 0, job.attemptsMade + 1).catch((pe: Error) => this.log(`cannot park batch ${id}: ${pe.message}`));
       } else {
         await this.deadLetters.endFailed(id).catch(() => undefined);
       }
@@ -176,8 +176,9 @@ export class CheckerWorker {
     return result;
   }
 
-  private async park(job: Job<BatchJob, BatchResult>, reason: 'stalled' | 'unrecoverable', detail: string, deaths?: number): Promise<void> {
-    const r = await this.deadLetters.park(job.id!, { reason, detail, data: job.data, failures: job.attemptsMade, ...(deaths !== undefined ? { deaths } : {}) });
+  /** `failures`: attempts that ended in an error, this one included when it did. */
+  private async park(job: Job<BatchJob, BatchResult>, reason: 'stalled' | 'unrecoverable', detail: string, deaths?: number, failures = job.attemptsMade): Promise<void> {
+    const r = await this.deadLetters.park(job.id!, { reason, detail, data: job.data, failures, ...(deaths !== undefined ? { deaths } : {}) });
     if (r === 'parked') this.log(`batch ${job.id} parked in the dead-letter list (${reason}): ${detail}`);
   }
 

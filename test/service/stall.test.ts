@@ -155,6 +155,7 @@ describe('a poison batch', () => {
     assert.equal(parked.detail, 'stalled 3 times: its worker died each time');
     assert.equal(parked.deaths, 3);
     assert.equal(parked.starts, 4);
+    assert.equal(parked.failures, 0, 'no attempt ended in an error: each one died');
     assert.ok(deaths >= 3, `${deaths} worker deaths seen`);
     assert.equal(parked.samples, DEMO_SAMPLES);
     assert.equal(parked.data.uploader, 'test-host');
@@ -226,6 +227,8 @@ describe('a poison batch', () => {
       assert.equal(p.bytes, 0);
       assert.equal(p.samples, 7);
       assert.equal(p.deaths, 0);
+      assert.equal(p.failures, 1, 'failed once, for good');
+      assert.equal(p.starts, 1);
       assert.equal(metricSum(await scrape(env), 'stacksanity_batches_dead_lettered_total{reason="unrecoverable"}'), 1);
       const r = capture();
       assert.equal(await runReplay(['--job', id], r.io, { STACKSANITY_PREFIX: env.prefix, REDIS_URL: SHARED_REDIS }), 1);
