@@ -6,6 +6,8 @@ import { createApiMetrics } from '../pipeline/metrics.ts';
 import { createQueue, traceStore, type BatchQueue } from '../pipeline/queue.ts';
 import { closeQuietly, connect, whenReady } from '../pipeline/redis.ts';
 import { buildApp } from './app.ts';
+import { DeadLetters } from '../pipeline/dead-letter.ts';
+import { Keys } from '../pipeline/keys.ts';
 import type { TokenSet } from './tokens.ts';
 
 export interface ApiServer {
@@ -24,9 +26,11 @@ export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { lis
   const queue = createQueue(cfg, redis);
   queue.on('error', () => undefined);
   const store = traceStore(cfg, redis);
+  const deadLetters = new DeadLetters(redis, new Keys(cfg.prefix), cfg.idempotencySeconds);
   const metrics = createApiMetrics({
     counts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children'),
     oldestWaiting: async () => (await queue.getJobs(['waiting'], 0, 0, true))[0]?.timestamp,
+    deadLetters: async () => ({ parked: await deadLetters.count(), totals: await deadLetters.totals() }),
   }, cfg.queueName);
   const app = await buildApp({ cfg, redis, queue, store, tokens, metrics, ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
   let url = '';

@@ -60,6 +60,7 @@ export const COMMANDS: Record<string, Command> = {
   serve: { usage: 'serve   [--no-feeder] [--workers N]  API + checker workers + emulated host on one machine (npm start)', run: async (a, io) => (await import('./serve.ts')).serve(a, io) },
   api: { usage: 'api     the HTTP API alone (env: REDIS_URL, HOST, PORT, STACKSANITY_TOKENS...)', run: async (a, io) => (await import('./serve.ts')).apiCommand(a, io) },
   worker: { usage: 'worker  one checker worker process (env: REDIS_URL, METRICS_PORT...)', run: async (a, io) => (await import('./serve.ts')).workerCommand(a, io) },
+  replay: { usage: 'replay  [--list] [--job ID | --all]  batches parked in the dead-letter list: why, and queue them again', run: async (a, io) => (await import('./replay.ts')).runReplay(a, io) },
   capture: { usage: 'capture (--url U --token T | --dry-run --out F) [--duration S | --perf-data F | --perf-script F | --kernel-log F]  real-host agent', run: async (a, io) => (await import('./capture.ts')).runCapture(a, io) },
   collapse: { usage: 'collapse [--pid|--tid] [--kernel|--jit|--all] [--addrs] FILE...  perf script → folded stacks (FlameGraph byte for byte)', run: async (a, io) => (await import('./collapse.ts')).runCollapse(a, io) },
 };

@@ -51,6 +51,12 @@ export interface CheckContext {
    */
   maxTraces?: number;
   random?: () => number;
+  /**
+   * Give the event loop a turn after this much checking (ms). A worker's batch lock is renewed by
+   * a timer on that loop: a huge batch checked in one go would let the lock expire, and another
+   * worker would take the batch as stalled while this one still checks it.
+   */
+  yieldEveryMs?: number;
 }
 
 export interface CheckedBatch {
@@ -150,6 +156,8 @@ export async function checkBatch(
   const result = { checked: 0, callchainOnly: 0, failing: 0, traces: 0 };
   // Stored traces whose record is still to be encoded (no `records`): sample, index, header.
   const toEncode: { sample: Sample; index: number; header: TraceHeader; trace: number }[] = [];
+  const yieldEvery = ctx.yieldEveryMs ?? Infinity;
+  let lastYield = performance.now();
 
   for (let n = 0; n < samples.length; n++) {
     const index = indices[n]!;
@@ -191,7 +199,11 @@ export async function checkBatch(
       label = labels.get(host);
       if (label === undefined) labels.set(host, (label = await ctx.hostLabel(host)));
     }
-    const t0 = performance.now();
+    let t0 = performance.now();
+    if (t0 - lastYield > yieldEvery) {
+      await new Promise<void>((r) => setImmediate(r));
+      lastYield = t0 = performance.now();
+    }
     const check = checkSample(s, profile, p.strategies);
     tally.duration((performance.now() - t0) / 1000);
     result.checked++;

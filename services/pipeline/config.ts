@@ -28,8 +28,12 @@ export interface ServiceConfig {
   /** How long an upload's id stays known, so that a retried upload is neither checked nor counted twice. */
   idempotencySeconds: number;
   jobAttempts: number;
+  /** A batch's lock; renewed every half of it while the worker lives (docs/operations-service.md). */
   lockDurationMs: number;
+  /** How often a worker looks for batches whose lock expired (their worker died). */
   stalledIntervalMs: number;
+  /** Worker deaths on one batch after which it is parked in the dead-letter list, not run again. */
+  maxStalls: number;
   /** Workers use a cached kernel profile this long before asking Redis whether it changed. */
   profileRevalidateMs: number;
   keepCompletedJobs: number;
@@ -64,8 +68,9 @@ export function loadConfig(env: Env = process.env): ServiceConfig {
     hostLabelCap: int(env, 'STACKSANITY_HOST_LABEL_CAP', 50, 1),
     idempotencySeconds: int(env, 'STACKSANITY_IDEMPOTENCY_TTL', 24 * 3600, 60),
     jobAttempts: int(env, 'STACKSANITY_JOB_ATTEMPTS', 5, 1),
-    lockDurationMs: int(env, 'STACKSANITY_LOCK_MS', 30000, 1000),
-    stalledIntervalMs: int(env, 'STACKSANITY_STALLED_MS', 30000, 1000),
+    lockDurationMs: int(env, 'STACKSANITY_LOCK_MS', 5000, 1000),
+    stalledIntervalMs: int(env, 'STACKSANITY_STALLED_MS', 2000, 500),
+    maxStalls: int(env, 'STACKSANITY_MAX_STALLS', 3, 1),
     profileRevalidateMs: int(env, 'STACKSANITY_PROFILE_REVALIDATE_MS', 1000, 0),
     keepCompletedJobs: int(env, 'STACKSANITY_KEEP_COMPLETED', 1000, 0),
     keepFailedJobs: int(env, 'STACKSANITY_KEEP_FAILED', 5000, 0),

@@ -6,6 +6,13 @@ export class Keys {
   body(jobId: string): string { return `${this.prefix}:body:${jobId}`; }
   /** Set once the batch's results were committed: the idempotency marker. */
   done(jobId: string): string { return `${this.prefix}:done:${jobId}`; }
+  /** A batch's attempts so far (dead-letter.ts): started, not yet ended, first and last start. */
+  attempts(jobId: string): string { return `${this.prefix}:attempts:${jobId}`; }
+  /** Parked batches (dead-letter.ts): job id scored by park time; each one's record in deadLetter(id). */
+  get deadLetters(): string { return `${this.prefix}:deadletter`; }
+  deadLetter(jobId: string): string { return `${this.prefix}:deadletter:${jobId}`; }
+  /** Batches ever parked, by reason (the dead-lettered counter). */
+  get deadLetterTotals(): string { return `${this.prefix}:deadletter-totals`; }
   kernel(buildId: string): string { return `${this.prefix}:kernel:${buildId}`; }
   get kernels(): string { return `${this.prefix}:kernels`; }
   /** Metric totals over every worker: field = series key, value = count. */

@@ -9,6 +9,7 @@ import { VERDICTS, type Verdict } from '../core/check/reasons.ts';
 import type { StrategyName } from '../core/unwind/types.ts';
 import { REJECT_REASONS } from '../core/dump/errors.ts';
 import { SOURCES } from './job.ts';
+import { DEAD_LETTER_REASONS } from './dead-letter.ts';
 
 export const M = {
   received: 'stacksanity_samples_received_total',
@@ -20,6 +21,8 @@ export const M = {
   depth: 'stacksanity_unwind_depth_frames',
   duration: 'stacksanity_check_duration_seconds',
   queueJobs: 'bullmq_job_count',
+  deadLettered: 'stacksanity_batches_dead_lettered_total',
+  deadLetterBatches: 'stacksanity_dead_letter_batches',
 } as const;
 
 const HELP: Record<string, [string, 'counter' | 'histogram']> = {
@@ -209,6 +212,8 @@ export interface QueueProbe {
   counts: () => Promise<Record<string, number>>;
   /** Enqueue time (ms) of the oldest waiting batch, undefined when none waits. */
   oldestWaiting: () => Promise<number | undefined>;
+  /** The dead-letter list (dead-letter.ts): batches parked now, and ever parked by reason. */
+  deadLetters?: () => Promise<{ parked: number; totals: Record<string, number> }>;
 }
 
 export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): ApiMetrics {
@@ -234,6 +239,38 @@ export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): Api
         }
       },
     });
+    const deadLetters = probe.deadLetters;
+    if (deadLetters) {
+      // The counter's source of truth is the tally in Redis that the parking script increments,
+      // whichever worker parked the batch: set from it at each scrape.
+      new Counter({
+        name: M.deadLettered,
+        help: 'Accepted batches parked in the dead-letter list instead of being checked, by reason (stalled: their workers kept dying; unrecoverable: an error no retry fixes).',
+        labelNames: ['reason'] as const,
+        registers: [registry],
+        async collect() {
+          try {
+            const { totals } = await deadLetters();
+            this.reset();
+            for (const r of DEAD_LETTER_REASONS) this.inc({ reason: r }, totals[r] ?? 0);
+          } catch {
+            // Redis down: keep the last values.
+          }
+        },
+      });
+      new Gauge({
+        name: M.deadLetterBatches,
+        help: 'Batches in the dead-letter list now: accepted, not checked, waiting for `stacksanity replay`.',
+        registers: [registry],
+        async collect() {
+          try {
+            this.set((await deadLetters()).parked);
+          } catch {
+            // Redis down: keep the last value.
+          }
+        },
+      });
+    }
     new Gauge({
       name: M.queueJobs,
       help: 'BullMQ jobs (sample batches) by queue and state.',

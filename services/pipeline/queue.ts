@@ -2,6 +2,7 @@
 import { DelayedError, Queue, Worker, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
 import type { ServiceConfig } from './config.ts';
 import { JOB_NAME, decodeBody, parseBatch, sampleIndices, type BatchJob, type BatchResult } from './job.ts';
 import { BATCH_VERSION, batchFormVersion, decodeBatch, isEncodedBatch } from '../core/dump/batch.ts';
@@ -14,6 +15,7 @@ import { connect, closeQuietly } from './redis.ts';
 import { TraceStore } from './trace-store.ts';
 import { checkBatch } from './check-batch.ts';
 import { checkerBuild } from './checker-build.ts';
+import { DeadLetters } from './dead-letter.ts';
 
 export type BatchQueue = Queue<BatchJob, BatchResult, typeof JOB_NAME>;
 
@@ -55,8 +57,35 @@ export function parseFault(s: string | undefined): Fault | undefined {
   return m ? { point: m[1] as Fault['point'], ms: Number(m[2]) } : undefined;
 }
 
+/**
+ * Test hooks, set only by tests and benchmarks (workers/checker.ts reads them from
+ * STACKSANITY_TEST_* variables): a slowed batch, and a batch that kills its worker.
+ */
+export interface TestHooks {
+  /** Sleep this long per sample before checking a batch, so that a kill lands mid-batch. */
+  sampleDelayMs?: number;
+  /** SIGKILL this process when a batch holds a sample from this host (a poison batch). */
+  crashOnHost?: string;
+}
+
+/** BullMQ's reason for a job it failed itself after too many stalls. */
+export const BULLMQ_STALL_LIMIT = 'job stalled more than allowable limit';
+
+/** The longest stretch of checking between two turns of the event loop (lock renewal runs there). */
+export const YIELD_EVERY_MS = 50;
+
+/**
+ * Decoding a batch is one synchronous call: the largest accepted batch (54 MiB stored) took
+ * 0.4-1.5 s here (bench:max-batch). Before decoding a batch above DECODE_EXTEND_FROM bytes the
+ * worker extends its lock by this much per MiB (4x the worst seen), so the lock cannot lapse
+ * while the event loop is busy; the regular renewal takes over again afterwards.
+ */
+export const DECODE_BUDGET_MS_PER_MIB = 100;
+export const DECODE_EXTEND_FROM = 4 * 2 ** 20;
+
 export interface CheckerOptions {
   fault?: Fault;
+  hooks?: TestHooks;
   /** Serve this process's /metrics on this port (0: any free port; undefined: none). */
   metricsPort?: number;
   log?: (msg: string) => void;
@@ -67,6 +96,7 @@ export class CheckerWorker {
   readonly redis: Redis;
   readonly store: TraceStore;
   readonly kernels: KernelStore;
+  readonly deadLetters: DeadLetters;
   readonly totals = new SeriesTotals();
   worker: Worker<BatchJob, BatchResult> | undefined;
   private server: Server | undefined;
@@ -79,6 +109,8 @@ export class CheckerWorker {
     this.redis.on('error', () => { /* reconnects by itself; readiness shows in the queue */ });
     this.store = traceStore(cfg, this.redis, this.keys);
     this.kernels = new KernelStore(this.redis, this.keys, cfg.profileRevalidateMs);
+    // The attempts record lives as long as the batch's bytes could.
+    this.deadLetters = new DeadLetters(this.redis, this.keys, cfg.idempotencySeconds);
     this.log = opts.log ?? (() => undefined);
   }
 
@@ -87,14 +119,23 @@ export class CheckerWorker {
     this.worker = new Worker<BatchJob, BatchResult>(cfg.queueName, (job, token) => this.process(job, token), {
       connection: this.redis,
       prefix: cfg.prefix,
+      // Recorded on each job it takes (processedBy): which process had a batch when it died.
+      name: `${hostname()}:${process.pid}`,
       concurrency: cfg.concurrency,
       lockDuration: cfg.lockDurationMs,
       stalledInterval: cfg.stalledIntervalMs,
-      // A batch whose worker died is retried; twice is the ceiling before an operator looks at it.
-      maxStalledCount: 2,
+      // Our own limit (cfg.maxStalls, dead-letter.ts) parks a batch before BullMQ would fail it:
+      // BullMQ's is one higher, a backstop that the 'failed' handler parks as well.
+      maxStalledCount: cfg.maxStalls + 1,
     });
     this.worker.on('error', (e) => this.log(`worker error: ${e.message}`));
-    this.worker.on('failed', (job, e) => this.log(`batch ${job?.id ?? '?'} failed (attempt ${job?.attemptsMade ?? '?'}): ${e.message}`));
+    this.worker.on('failed', (job, e) => {
+      this.log(`batch ${job?.id ?? '?'} failed (attempt ${job?.attemptsMade ?? '?'}): ${e.message}`);
+      if (job?.id && e.message === BULLMQ_STALL_LIMIT) {
+        void this.park(job, 'stalled', `stalled more than ${cfg.maxStalls + 1} times (BullMQ's limit): its worker died each time`)
+          .catch((err: Error) => this.log(`cannot park batch ${job.id}: ${err.message}`));
+      }
+    });
     if (this.opts.metricsPort !== undefined) {
       // A taken port must not stop the checking: the totals are on the API's /metrics anyway.
       await this.serveMetrics(this.opts.metricsPort).catch((e: Error) => {
@@ -104,13 +145,53 @@ export class CheckerWorker {
     }
   }
 
+  /**
+   * One attempt at a batch, bracketed by the attempts record: a batch that its workers died on
+   * cfg.maxStalls times, or that fails for good, is parked in the dead-letter list (its job then
+   * fails with "parked ..."), never failed with its bytes left to expire.
+   */
   async process(job: Job<BatchJob, BatchResult>, token?: string): Promise<BatchResult> {
+    const id = job.id!;
+    const attempt = await this.deadLetters.begin(id);
+    if (attempt.parked) throw new UnrecoverableError(`batch ${id} is parked in the dead-letter list`);
+    if (attempt.deaths >= this.cfg.maxStalls) {
+      const detail = `stalled ${attempt.deaths} times: its worker died each time`;
+      await this.park(job, 'stalled', detail, attempt.deaths);
+      throw new UnrecoverableError(`parked in the dead-letter list: ${detail}`);
+    }
+    let result: BatchResult;
+    try {
+      result = await this.attempt(job, token);
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      const final = err instanceof UnrecoverableError || (!(err instanceof DelayedError) && job.attemptsMade + 1 >= (job.opts.attempts ?? 1));
+      if (final) {
+        await this.park(job, 'unrecoverable', err.message, 0, job.attemptsMade + 1).catch((pe: Error) => this.log(`cannot park batch ${id}: ${pe.message}`));
+      } else {
+        await this.deadLetters.endFailed(id).catch(() => undefined);
+      }
+      throw err;
+    }
+    await this.deadLetters.endDone(id).catch(() => undefined);
+    return result;
+  }
+
+  /** `failures`: attempts that ended in an error, this one included when it did. */
+  private async park(job: Job<BatchJob, BatchResult>, reason: 'stalled' | 'unrecoverable', detail: string, deaths?: number, failures = job.attemptsMade): Promise<void> {
+    const r = await this.deadLetters.park(job.id!, { reason, detail, data: job.data, failures, ...(deaths !== undefined ? { deaths } : {}) });
+    if (r === 'parked') this.log(`batch ${job.id} parked in the dead-letter list (${reason}): ${detail}`);
+  }
+
+  private async attempt(job: Job<BatchJob, BatchResult>, token?: string): Promise<BatchResult> {
     const id = job.id!;
     const data = job.data;
     let body: Buffer | null = await this.redis.getBuffer(this.keys.body(id));
     if (!body) {
       if (await this.store.isCommitted(id)) return { checked: 0, callchainOnly: 0, failing: 0, traces: 0, counted: false };
       throw new UnrecoverableError(`the bytes of batch ${id} are gone (expired before a worker took it)`);
+    }
+    if (token && body.length > DECODE_EXTEND_FROM) {
+      await job.extendLock(token, this.cfg.lockDurationMs + Math.ceil(body.length / 2 ** 20) * DECODE_BUDGET_MS_PER_MIB).catch(() => 0);
     }
     let samples: Sample[];
     let indices: number[];
@@ -140,8 +221,10 @@ export class CheckerWorker {
       samples = parsed.samples;
       indices = sampleIndices(parsed);
     }
+    await this.testHooks(samples);
     const cfg = this.cfg;
     const checked = await checkBatch(id, data, samples, indices, {
+      yieldEveryMs: YIELD_EVERY_MS,
       profile: (b) => this.kernels.entry(b),
       passingRatio: cfg.tracePassingRatio,
       checker: checkerBuild(),
@@ -155,6 +238,16 @@ export class CheckerWorker {
     await this.pause('after-commit');
     this.batches++;
     return { ...checked.result, counted };
+  }
+
+  private async testHooks(samples: readonly Sample[]): Promise<void> {
+    const h = this.opts.hooks;
+    if (!h) return;
+    if (h.crashOnHost !== undefined && samples.some((s) => s.host === h.crashOnHost)) {
+      this.log(`test hook: a sample from ${h.crashOnHost}; dying as an OOM kill would`);
+      process.kill(process.pid, 'SIGKILL');
+    }
+    if (h.sampleDelayMs) await new Promise((r) => setTimeout(r, h.sampleDelayMs! * samples.length));
   }
 
   private async pause(point: Fault['point']): Promise<void> {

@@ -15,7 +15,7 @@ import {
 } from './helpers.ts';
 
 const prefix = uniquePrefix('kill');
-// Short locks so that a dead worker's batch is recovered within seconds, not the default 30 s.
+// Shorter locks than the defaults (5 s / 2 s): the kills here need no realistic timing, only speed.
 const env = { STACKSANITY_LOCK_MS: '2000', STACKSANITY_STALLED_MS: '1000' };
 const cfg = testConfig(prefix, env);
 const keys = new Keys(prefix);
