@@ -57,11 +57,21 @@ export class TokenSet {
     return into;
   }
 
-  static fromEnv(env: Record<string, string | undefined> = process.env): TokenSet {
+  static fromEnv(env: Record<string, string | undefined> = process.env, vars = { file: 'STACKSANITY_TOKENS_FILE', list: 'STACKSANITY_TOKENS' }): TokenSet {
     const set = new TokenSet();
-    if (env.STACKSANITY_TOKENS_FILE) TokenSet.parse(readFileSync(env.STACKSANITY_TOKENS_FILE, 'utf8'), env.STACKSANITY_TOKENS_FILE, set);
-    if (env.STACKSANITY_TOKENS) TokenSet.parse(env.STACKSANITY_TOKENS, 'STACKSANITY_TOKENS', set);
+    const file = env[vars.file];
+    const list = env[vars.list];
+    if (file) TokenSet.parse(readFileSync(file, 'utf8'), file, set);
+    if (list) TokenSet.parse(list, vars.list, set);
     return set;
+  }
+
+  /**
+   * Admin tokens: the write scope apart from uploads (PUT /v1/findings/{id}), from
+   * STACKSANITY_ADMIN_TOKENS_FILE / STACKSANITY_ADMIN_TOKENS in the same forms as upload tokens.
+   */
+  static adminFromEnv(env: Record<string, string | undefined> = process.env): TokenSet {
+    return TokenSet.fromEnv(env, { file: 'STACKSANITY_ADMIN_TOKENS_FILE', list: 'STACKSANITY_ADMIN_TOKENS' });
   }
 }
 
