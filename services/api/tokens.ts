@@ -57,13 +57,8 @@ export class TokenSet {
     return into;
   }
 
-  static fromEnv(env: Record<string, string | undefined> = process.env, vars = { file: 'STACKSANITY_TOKENS_FILE', list: 'STACKSANITY_TOKENS' }): TokenSet {
-    const set = new TokenSet();
-    const file = env[vars.file];
-    const list = env[vars.list];
-    if (file) TokenSet.parse(readFileSync(file, 'utf8'), file, set);
-    if (list) TokenSet.parse(list, vars.list, set);
-    return set;
+  static fromEnv(env: Record<string, string | undefined> = process.env): TokenSet {
+    return TokenSet.load(env.STACKSANITY_TOKENS_FILE, env.STACKSANITY_TOKENS, 'STACKSANITY_TOKENS');
   }
 
   /**
@@ -71,7 +66,14 @@ export class TokenSet {
    * STACKSANITY_ADMIN_TOKENS_FILE / STACKSANITY_ADMIN_TOKENS in the same forms as upload tokens.
    */
   static adminFromEnv(env: Record<string, string | undefined> = process.env): TokenSet {
-    return TokenSet.fromEnv(env, { file: 'STACKSANITY_ADMIN_TOKENS_FILE', list: 'STACKSANITY_ADMIN_TOKENS' });
+    return TokenSet.load(env.STACKSANITY_ADMIN_TOKENS_FILE, env.STACKSANITY_ADMIN_TOKENS, 'STACKSANITY_ADMIN_TOKENS');
+  }
+
+  private static load(file: string | undefined, list: string | undefined, listName: string): TokenSet {
+    const set = new TokenSet();
+    if (file) TokenSet.parse(readFileSync(file, 'utf8'), file, set);
+    if (list) TokenSet.parse(list, listName, set);
+    return set;
   }
 }
 

@@ -287,6 +287,44 @@ function startWorkerProcess(fault: string): Promise<ChildProcess> {
   });
 }
 
+test('a worker sees a state change at its next look at Redis (every STACKSANITY_FINDINGS_REVALIDATE_MS), not before', async () => {
+  const p = uniquePrefix('findings-known');
+  const r = new Redis(SHARED_REDIS);
+  try {
+    const k = new Keys(p);
+    const store = new TraceStore(r, k, { traceMax: 100, traceMaxAgeSeconds: 3600, idempotencySeconds: 3600 });
+    const id = 'abcdef0123456789';
+    await store.commitBatch({
+      jobId: 'j', metrics: new Map(), traces: [], hostSummaries: new Map(), kernelSummaries: new Map(),
+      findings: [{ sig: { id, title: 't', strategy: 'orc', verdict: 'truncated', reason: 'did_not_reach_end', entry: 'nmi', fn: 'f', where: 'stopped', falseReliable: false }, count: 1, first: 1, last: 1, hosts: [], kernels: [], at: [], examples: [] }],
+    });
+    const worker = new FindingsStore(r, k);
+    const operator = new FindingsStore(r, k);
+    assert.equal((await worker.known(3_600_000)).size, 0);
+    assert.equal((await operator.setState(id, 'known', 'blind spot', 'ops'))?.state, 'known');
+    // Within its cache time the worker has not asked yet; once it asks, it knows.
+    assert.equal((await worker.known(3_600_000)).has(id), false);
+    assert.equal((await worker.known(0)).has(id), true);
+    await operator.setState(id, 'new', undefined, 'ops');
+    assert.equal((await worker.known(0)).has(id), false);
+    const f = await operator.get(id);
+    assert.equal(f?.note, 'blind spot');
+    assert.deepEqual(f?.hosts, []);
+    assert.deepEqual((await operator.stats()).byState.filter((x) => x.n > 0), [{ state: 'new', strategy: 'orc', n: 1 }]);
+  } finally {
+    r.disconnect();
+    await cleanup(p);
+  }
+});
+
+test('admin tokens come from their own variables, apart from upload tokens', () => {
+  const env = { STACKSANITY_TOKENS: 'host-1:upload-token-0123456789', STACKSANITY_ADMIN_TOKENS: 'ops:admin-token-9876543210abc' };
+  assert.equal(TokenSet.adminFromEnv(env).verify('admin-token-9876543210abc'), 'ops');
+  assert.equal(TokenSet.adminFromEnv(env).verify('upload-token-0123456789'), undefined);
+  assert.equal(TokenSet.fromEnv(env).verify('admin-token-9876543210abc'), undefined);
+  assert.throws(() => TokenSet.adminFromEnv({ STACKSANITY_ADMIN_TOKENS: 'ops:short' }), /STACKSANITY_ADMIN_TOKENS: entry 1: .*shorter than 16/);
+});
+
 test('the findings cap: new ids beyond it are counted as overflow, not stored; stored ones keep counting', async () => {
   const p = uniquePrefix('findings-cap');
   const r = new Redis(SHARED_REDIS);
