@@ -11,7 +11,7 @@ import { OrcFormatError } from '../core/unwind/orc-table.ts';
 import { JOB_NAME, decodeBody, encodeBatch, gunzipBody, jobIdFor, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
 import { Keys } from '../pipeline/keys.ts';
 import { KernelStore } from '../pipeline/kernels.ts';
-import { renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
+import { registerFindingsGauge, renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
 import type { BatchQueue } from '../pipeline/queue.ts';
 import { CursorError, type TraceStore } from '../pipeline/trace-store.ts';
 import { BASELINE } from '../pipeline/check-batch.ts';
@@ -28,7 +28,7 @@ export interface ApiDeps {
   queue: BatchQueue;
   store: TraceStore;
   tokens: TokenSet;
-  /** Tokens of the admin scope (PUT /v1/findings/{id}); none: every such write gets 401/403. */
+  /** Tokens of the admin scope (PUT /v1/findings/{id}); default: from the environment (TokenSet.adminFromEnv). */
   adminTokens?: TokenSet;
   metrics: ApiMetrics;
   logLevel?: string;
@@ -53,7 +53,8 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
   const keys = new Keys(cfg.prefix);
   const kernels = new KernelStore(redis, keys);
   const findings = new FindingsStore(redis, keys);
-  const adminTokens = d.adminTokens ?? new TokenSet();
+  const adminTokens = d.adminTokens ?? TokenSet.adminFromEnv();
+  registerFindingsGauge(metrics.registry, async () => (await findings.stats()).byState);
   const app = Fastify({
     logger: {
       level: d.logLevel ?? process.env.LOG_LEVEL ?? 'warn',

@@ -240,7 +240,7 @@ export const Finding = {
     reason: { type: 'string' },
     entry: { type: 'string' },
     fn: { type: 'string', description: 'where the walk stopped, or the first frame lost or invented' },
-    where: { type: 'string', enum: ['stopped', 'lost', 'extra', 'disagreed'] },
+    where: { type: 'string', description: 'stopped (the walk ended in an error in fn), lost (fn is missing), extra (fn was invented), ended (a complete walk judged wrong at its last frame), disagreed' },
     false_reliable: { type: 'boolean' },
     count: { type: 'integer', description: 'failing unwinds of this signature, every one counted once' },
     first_seen: { type: 'string' },

@@ -4,11 +4,9 @@ import type { Redis } from 'ioredis';
 import type { ServiceConfig } from '../pipeline/config.ts';
 import { createApiMetrics } from '../pipeline/metrics.ts';
 import { createQueue, traceStore, type BatchQueue } from '../pipeline/queue.ts';
-import { FindingsStore } from '../pipeline/findings.ts';
-import { Keys } from '../pipeline/keys.ts';
 import { closeQuietly, connect, whenReady } from '../pipeline/redis.ts';
 import { buildApp } from './app.ts';
-import { TokenSet } from './tokens.ts';
+import type { TokenSet } from './tokens.ts';
 
 export interface ApiServer {
   app: FastifyInstance;
@@ -18,12 +16,8 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-/**
- * adminTokens: the scope that may change findings; by default read from the environment
- * (TokenSet.adminFromEnv), so that `serve` and `api` take them as they take upload tokens.
- */
+/** adminTokens: the scope that may change findings (default: from the environment, TokenSet.adminFromEnv). */
 export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { listen?: boolean; logLevel?: string; logStream?: NodeJS.WritableStream; adminTokens?: TokenSet } = {}): Promise<ApiServer> {
-  const adminTokens = opts.adminTokens ?? TokenSet.adminFromEnv();
   const redis = connect(cfg.redisUrl, 'producer', 'stacksanity-api');
   redis.on('error', () => { /* reconnects by itself; requests answer 503 meanwhile */ });
   // BullMQ needs Redis up when the queue is created with the offline queue disabled.
@@ -31,12 +25,11 @@ export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { lis
   const queue = createQueue(cfg, redis);
   queue.on('error', () => undefined);
   const store = traceStore(cfg, redis);
-  const findings = new FindingsStore(redis, new Keys(cfg.prefix));
   const metrics = createApiMetrics({
     counts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children'),
     oldestWaiting: async () => (await queue.getJobs(['waiting'], 0, 0, true))[0]?.timestamp,
-  }, cfg.queueName, async () => (await findings.stats()).byState);
-  const app = await buildApp({ cfg, redis, queue, store, tokens, adminTokens, metrics, ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
+  }, cfg.queueName);
+  const app = await buildApp({ cfg, redis, queue, store, tokens, metrics, ...(opts.adminTokens ? { adminTokens: opts.adminTokens } : {}), ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
   let url = '';
   if (opts.listen !== false) url = await app.listen({ host: cfg.host, port: cfg.port });
   else await app.ready();

@@ -48,16 +48,16 @@ export interface CheckContext {
   /** The checker build (checker-build.ts), recorded with each stored trace. */
   checker?: string;
   /**
+   * Ids of the findings marked known (FindingsStore.known): their failures are counted with
+   * finding="known", every other one of an entry-aware strategy with finding="new".
+   */
+  knownFindings?: ReadonlySet<string>;
+  /**
    * Traces stored per batch at most: the batch's writes go to Redis in one script, which must stay
    * short however many samples of a huge batch fail (the rest are still counted).
    */
   maxTraces?: number;
   random?: () => number;
-  /**
-   * Ids of the findings marked known (FindingsStore.known): their failures are counted with
-   * finding="known", every other one of an entry-aware strategy with finding="new".
-   */
-  knownFindings?: ReadonlySet<string>;
 }
 
 export interface CheckedBatch {
@@ -155,13 +155,13 @@ export async function checkBatch(
   const maxTraces = ctx.maxTraces ?? 1000;
   const labels = new Map<string, string>();
   const profiles = new Map<string, { profile: KernelProfile | undefined; rev: number | undefined; strategies: StrategyName[] }>();
-  const result = { checked: 0, callchainOnly: 0, failing: 0, traces: 0 };
-  // Stored traces whose record is still to be encoded (no `records`): sample, index, header.
-  const toEncode: { sample: Sample; index: number; header: TraceHeader; trace: number }[] = [];
   const findings = new FindingsBatch();
   const known = ctx.knownFindings ?? NO_FINDINGS;
   // A sample's failing unwinds of entry-aware strategies: counted once their finding is known.
   const bads: StrategyCheck[] = [];
+  const result = { checked: 0, callchainOnly: 0, failing: 0, traces: 0 };
+  // Stored traces whose record is still to be encoded (no `records`): sample, index, header.
+  const toEncode: { sample: Sample; index: number; header: TraceHeader; trace: number }[] = [];
 
   for (let n = 0; n < samples.length; n++) {
     const index = indices[n]!;

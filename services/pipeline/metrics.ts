@@ -19,8 +19,8 @@ export const M = {
   falseReliable: 'stacksanity_false_reliable_total',
   depth: 'stacksanity_unwind_depth_frames',
   duration: 'stacksanity_check_duration_seconds',
-  queueJobs: 'bullmq_job_count',
   findings: 'stacksanity_findings',
+  queueJobs: 'bullmq_job_count',
 } as const;
 
 /**
@@ -213,16 +213,13 @@ export interface ApiMetrics {
   rejected: Counter<'reason'>;
 }
 
-/** Findings by state and strategy (findings.ts's tallies), read at scrape. */
-export type FindingsProbe = () => Promise<{ state: string; strategy: string; n: number }[]>;
-
 export interface QueueProbe {
   counts: () => Promise<Record<string, number>>;
   /** Enqueue time (ms) of the oldest waiting batch, undefined when none waits. */
   oldestWaiting: () => Promise<number | undefined>;
 }
 
-export function createApiMetrics(probe?: QueueProbe, queueName = 'samples', findings?: FindingsProbe): ApiMetrics {
+export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): ApiMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const received = new Counter({ name: M.received, help: 'Samples accepted into the queue, by the uploader\'s declared source.', labelNames: ['source'] as const, registers: [registry] });
@@ -260,25 +257,30 @@ export function createApiMetrics(probe?: QueueProbe, queueName = 'samples', find
       },
     });
   }
-  if (findings) {
-    new Gauge({
-      name: M.findings,
-      help: 'Findings (failing unwinds grouped by signature) in Redis, by strategy and state (new, known).',
-      labelNames: ['strategy', 'state'] as const,
-      registers: [registry],
-      async collect() {
-        try {
-          const rows = await findings();
-          // Every entry-aware strategy in both states, so that a first finding is a rise from 0.
-          for (const strategy of ENTRY_AWARE) for (const state of ['new', 'known']) this.set({ strategy, state }, 0);
-          for (const r of rows) this.set({ strategy: r.strategy, state: r.state }, r.n);
-        } catch {
-          // Redis down: keep the last values.
-        }
-      },
-    });
-  }
   return { registry, received, rejected };
+}
+
+/** Findings by state and strategy (findings.ts's tallies), read at scrape. */
+export type FindingsProbe = () => Promise<{ state: string; strategy: string; n: number }[]>;
+
+/** The stacksanity_findings gauge on the API's registry (always served, not only in the combined view). */
+export function registerFindingsGauge(registry: Registry, findings: FindingsProbe): void {
+  new Gauge({
+    name: M.findings,
+    help: 'Findings (failing unwinds grouped by signature) in Redis, by strategy and state (new, known).',
+    labelNames: ['strategy', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      try {
+        const rows = await findings();
+        // Every entry-aware strategy in both states, so that a first finding is a rise from 0.
+        for (const strategy of ENTRY_AWARE) for (const state of ['new', 'known']) this.set({ strategy, state }, 0);
+        for (const r of rows) this.set({ strategy: r.strategy, state: r.state }, r.n);
+      } catch {
+        // Redis down: keep the last values.
+      }
+    },
+  });
 }
 
 export function createProcessRegistry(): Registry {

@@ -67,8 +67,8 @@ export class CheckerWorker {
   readonly keys: Keys;
   readonly redis: Redis;
   readonly store: TraceStore;
-  readonly kernels: KernelStore;
   readonly findings: FindingsStore;
+  readonly kernels: KernelStore;
   readonly totals = new SeriesTotals();
   worker: Worker<BatchJob, BatchResult> | undefined;
   private server: Server | undefined;
@@ -80,8 +80,8 @@ export class CheckerWorker {
     this.redis = connect(cfg.redisUrl, 'worker', 'stacksanity-worker');
     this.redis.on('error', () => { /* reconnects by itself; readiness shows in the queue */ });
     this.store = traceStore(cfg, this.redis, this.keys);
-    this.kernels = new KernelStore(this.redis, this.keys, cfg.profileRevalidateMs);
     this.findings = new FindingsStore(this.redis, this.keys);
+    this.kernels = new KernelStore(this.redis, this.keys, cfg.profileRevalidateMs);
     this.log = opts.log ?? (() => undefined);
   }
 
