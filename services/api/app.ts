@@ -419,13 +419,15 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
 
   app.get('/', { ...readGuard, schema: { hide: true } }, async (_req, reply) => {
     let page;
+    let top;
     try {
       ready();
       page = await store.list({ status: 'failing', limit: 50 });
+      top = (await findings.list({ sort: 'count', limit: 20 })).items;
     } catch {
       page = undefined;
     }
-    return reply.type('text/html; charset=utf-8').send(renderIndex(page?.items, cfg.combinedMetrics));
+    return reply.type('text/html; charset=utf-8').send(renderIndex(page?.items, cfg.combinedMetrics, top));
   });
 
   app.get('/traces/:id', { ...readGuard, schema: { hide: true, params: S.IdParams } }, async (req, reply) => {

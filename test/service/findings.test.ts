@@ -176,6 +176,12 @@ test('the faulted samples become findings, counted as the emulator faulted them'
   assert.equal(await gauge('kernel_entry', 'new'), firstExpected.byId.size);
   assert.equal(await gauge('kernel_entry', 'known'), 0);
   assert.equal((await api.app.inject({ url: '/v1/findings/0123456789abcdef' })).statusCode, 404);
+  // The web page opens with them, most frequent first.
+  const page = (await api.app.inject({ url: '/' })).body;
+  assert.ok(page.indexOf(`/v1/findings/${items[0]!.id}`) > 0 && page.indexOf(`/v1/findings/${items[0]!.id}`) < page.indexOf('Recent failing traces'), 'the top finding on the page');
+  // The OpenAPI document has the routes.
+  const doc = JSON.parse((await api.app.inject({ url: '/docs/json' })).body) as { paths: Record<string, Record<string, unknown>> };
+  assert.ok(doc.paths['/v1/findings']?.get && doc.paths['/v1/findings/{id}']?.get && doc.paths['/v1/findings/{id}']?.put);
   assert.equal((await api.app.inject({ url: '/v1/findings?state=bogus' })).statusCode, 400);
 });
 
