@@ -11,11 +11,12 @@ import { OrcFormatError } from '../core/unwind/orc-table.ts';
 import { JOB_NAME, decodeBody, encodeBatch, gunzipBody, jobIdFor, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
 import { Keys } from '../pipeline/keys.ts';
 import { KernelStore } from '../pipeline/kernels.ts';
-import { renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
+import { registerFindingsGauge, renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
 import type { BatchQueue } from '../pipeline/queue.ts';
 import { CursorError, type TraceStore } from '../pipeline/trace-store.ts';
 import { BASELINE } from '../pipeline/check-batch.ts';
 import { traceDetail, traceDetailJson } from '../pipeline/trace-view.ts';
+import { FindingsStore, type FindingState, type FindingsQuery } from '../pipeline/findings.ts';
 import * as S from './schemas.ts';
 import { TokenSet, tokenKey } from './tokens.ts';
 import { renderIndex, renderTrace } from './web.ts';
@@ -27,6 +28,8 @@ export interface ApiDeps {
   queue: BatchQueue;
   store: TraceStore;
   tokens: TokenSet;
+  /** Tokens of the admin scope (PUT /v1/findings/{id}); default: from the environment (TokenSet.adminFromEnv). */
+  adminTokens?: TokenSet;
   metrics: ApiMetrics;
   logLevel?: string;
   /** Where the log lines go (default stdout); tests capture them. */
@@ -49,6 +52,9 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
   const { cfg, redis, queue, store, tokens, metrics } = d;
   const keys = new Keys(cfg.prefix);
   const kernels = new KernelStore(redis, keys);
+  const findings = new FindingsStore(redis, keys);
+  const adminTokens = d.adminTokens ?? TokenSet.adminFromEnv();
+  registerFindingsGauge(metrics.registry, async () => (await findings.stats()).byState);
   const app = Fastify({
     logger: {
       level: d.logLevel ?? process.env.LOG_LEVEL ?? 'warn',
@@ -95,6 +101,25 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       return reply.code(401).send({ error: 'unauthorized', message: 'the token is not valid' });
     }
     req.principal = who;
+  };
+  // The admin scope: an upload token is known but not allowed here (403), anything else is 401.
+  const requireAdmin = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const t = TokenSet.bearer(req.headers.authorization);
+    const scope = 'an admin token (STACKSANITY_ADMIN_TOKENS or STACKSANITY_ADMIN_TOKENS_FILE)';
+    if (t === undefined) {
+      reply.header('www-authenticate', 'Bearer realm="stacksanity-admin"');
+      return reply.code(401).send({ error: 'unauthorized', message: `changing a finding needs ${scope}: Authorization: Bearer <token>` });
+    }
+    const who = adminTokens.verify(t);
+    if (who !== undefined) {
+      req.principal = who;
+      return;
+    }
+    if (tokens.verify(t) !== undefined) {
+      return reply.code(403).send({ error: 'forbidden', message: `this is an upload token: it may upload samples and kernels, not change findings, which needs ${scope}` });
+    }
+    reply.header('www-authenticate', 'Bearer realm="stacksanity-admin", error="invalid_token"');
+    return reply.code(401).send({ error: 'unauthorized', message: 'the token is not valid' });
   };
   const readGuard = cfg.readAuth ? { preHandler: requireToken } : {};
   const uploadSecurity = [{ bearer: [] }];
@@ -334,6 +359,39 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     return reply.type('application/json; charset=utf-8').send(await traceDetailJson(t, (b) => kernels.entry(b)));
   });
 
+  app.get('/v1/findings', { ...readGuard, schema: { summary: 'Findings: failing unwinds grouped by signature, most frequent (or most recently seen) first', tags: ['findings'], querystring: S.FindingsQuery, response: { 200: S.FindingListReply, 400: S.ErrorBody } } }, async (req) => {
+    ready();
+    const q = req.query as FindingsQuery;
+    const [page, stats] = await Promise.all([findings.list(q), findings.stats()]);
+    return { items: page.items, next: page.next, total: stats.total, overflow: stats.overflow };
+  });
+
+  app.get('/v1/findings/:id', { ...readGuard, schema: { summary: 'One finding', tags: ['findings'], params: S.FindingIdParams, response: { 200: S.Finding, 404: S.ErrorBody } } }, async (req, reply) => {
+    ready();
+    const { id } = req.params as { id: string };
+    const f = await findings.get(id);
+    if (!f) return reply.code(404).send({ error: 'not_found', message: `no finding '${id}'` });
+    return f;
+  });
+
+  app.put('/v1/findings/:id', {
+    preHandler: requireAdmin,
+    config: { rateLimit: {} },
+    schema: {
+      summary: 'Mark a finding known (acknowledged, with a note) or new again',
+      description: 'Needs an admin token (a scope apart from upload tokens: those get 403). Failures of a known finding are counted with finding="known" in stacksanity_unwind_failures_total from the workers\' next batch on (within STACKSANITY_FINDINGS_REVALIDATE_MS), and do not page.',
+      tags: ['findings'], security: uploadSecurity, params: S.FindingIdParams, body: S.FindingBody,
+      response: { 200: S.Finding, 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody },
+    },
+  }, async (req, reply) => {
+    ready();
+    const { id } = req.params as { id: string };
+    const b = req.body as { state: FindingState; note?: string };
+    const f = await findings.setState(id, b.state, b.note, req.principal!);
+    if (!f) return reply.code(404).send({ error: 'not_found', message: `no finding '${id}'` });
+    return f;
+  });
+
   app.get('/metrics', { schema: { summary: 'Prometheus metrics', tags: ['operations'] } }, async (_req, reply) => {
     let text = await metrics.registry.metrics();
     if (cfg.combinedMetrics) {
@@ -361,13 +419,15 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
 
   app.get('/', { ...readGuard, schema: { hide: true } }, async (_req, reply) => {
     let page;
+    let top;
     try {
       ready();
       page = await store.list({ status: 'failing', limit: 50 });
+      top = (await findings.list({ sort: 'count', limit: 20 })).items;
     } catch {
       page = undefined;
     }
-    return reply.type('text/html; charset=utf-8').send(renderIndex(page?.items, cfg.combinedMetrics));
+    return reply.type('text/html; charset=utf-8').send(renderIndex(page?.items, cfg.combinedMetrics, top));
   });
 
   app.get('/traces/:id', { ...readGuard, schema: { hide: true, params: S.IdParams } }, async (req, reply) => {

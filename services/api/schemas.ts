@@ -6,6 +6,7 @@ import { REASONS, VERDICTS } from '../core/check/reasons.ts';
 import { REJECT_REASONS } from '../core/dump/errors.ts';
 import { STRATEGIES } from '../core/unwind/types.ts';
 import { SOURCES } from '../pipeline/job.ts';
+import { MAX_NOTE } from '../pipeline/findings.ts';
 
 export const BuildIdParams = {
   type: 'object',
@@ -195,5 +196,76 @@ export const TraceListReply = {
       },
     },
     next: { type: ['string', 'null'] },
+  },
+} as const;
+
+export const FindingIdParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', pattern: '^[0-9a-f]{16}$', description: 'A finding id: 16 hex digits, stable across kernel builds.' } },
+} as const;
+
+export const FindingsQuery = {
+  type: 'object',
+  properties: {
+    state: { type: 'string', enum: ['new', 'known'] },
+    strategy: { type: 'string', pattern: '^[a-z_]{1,32}(,[a-z_]{1,32})?$', description: 'a strategy, or a pair "a,b" for disagreements' },
+    kernel: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,128}$', description: 'findings seen on this build (among the first 20 builds a finding lists)' },
+    sort: { type: 'string', enum: ['count', 'last_seen'], default: 'count', description: 'most frequent first, or most recently seen first' },
+    cursor: { type: 'string', maxLength: 400, description: 'the `next` value of the previous page' },
+    limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
+  },
+  additionalProperties: false,
+} as const;
+
+export const FindingBody = {
+  type: 'object',
+  required: ['state'],
+  properties: {
+    state: { type: 'string', enum: ['known', 'new'], description: 'known: acknowledged, its failures no longer page; new: back to untriaged' },
+    note: { type: 'string', maxLength: MAX_NOTE, description: 'why it is known (a bug link, "blind spot of the retpoline thunks"); replaces the previous note, kept when absent' },
+  },
+  additionalProperties: false,
+} as const;
+
+const nullableString = { type: ['string', 'null'] } as const;
+
+export const Finding = {
+  type: 'object',
+  properties: {
+    id: { type: 'string' },
+    title: { type: 'string' },
+    strategy: { type: 'string' },
+    verdict: { type: 'string' },
+    reason: { type: 'string' },
+    entry: { type: 'string' },
+    fn: { type: 'string', description: 'where the walk stopped, or the first frame lost or invented' },
+    where: { type: 'string', description: 'stopped (the walk ended in an error in fn), lost (fn is missing), extra (fn was invented), ended (a complete walk judged wrong at its last frame), disagreed' },
+    false_reliable: { type: 'boolean' },
+    count: { type: 'integer', description: 'failing unwinds of this signature, every one counted once' },
+    first_seen: { type: 'string' },
+    last_seen: { type: 'string' },
+    hosts: { type: 'array', items: { type: 'string' }, description: 'the first 20 hosts it was seen on' },
+    kernels: { type: 'array', items: { type: 'string' }, description: 'the first 20 kernel builds it was seen on' },
+    offsets: { type: 'array', items: { type: 'string' }, description: 'the first 10 fn+0xoff it was seen at' },
+    examples: {
+      type: 'array',
+      description: 'the newest stored traces of it (at most 5; evicted ones left out)',
+      items: { type: 'object', properties: { id: { type: 'string' }, url: { type: 'string' } } },
+    },
+    state: { type: 'string', enum: ['new', 'known'] },
+    note: nullableString,
+    acknowledged_by: nullableString,
+    acknowledged_at: nullableString,
+  },
+} as const;
+
+export const FindingListReply = {
+  type: 'object',
+  properties: {
+    items: { type: 'array', items: Finding },
+    next: { type: ['string', 'null'] },
+    total: { type: 'integer', description: 'findings stored' },
+    overflow: { type: 'integer', description: 'failing unwinds of new findings not stored because STACKSANITY_FINDINGS_MAX findings are (still counted in the metrics)' },
   },
 } as const;

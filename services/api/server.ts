@@ -18,7 +18,8 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { listen?: boolean; logLevel?: string; logStream?: NodeJS.WritableStream } = {}): Promise<ApiServer> {
+/** adminTokens: the scope that may change findings (default: from the environment, TokenSet.adminFromEnv). */
+export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { listen?: boolean; logLevel?: string; logStream?: NodeJS.WritableStream; adminTokens?: TokenSet } = {}): Promise<ApiServer> {
   const redis = connect(cfg.redisUrl, 'producer', 'stacksanity-api');
   redis.on('error', () => { /* reconnects by itself; requests answer 503 meanwhile */ });
   // BullMQ needs Redis up when the queue is created with the offline queue disabled.
@@ -32,7 +33,7 @@ export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { lis
     oldestWaiting: async () => (await queue.getJobs(['waiting'], 0, 0, true))[0]?.timestamp,
     deadLetters: async () => ({ parked: await deadLetters.count(), totals: await deadLetters.totals() }),
   }, cfg.queueName);
-  const app = await buildApp({ cfg, redis, queue, store, tokens, metrics, ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
+  const app = await buildApp({ cfg, redis, queue, store, tokens, metrics, ...(opts.adminTokens ? { adminTokens: opts.adminTokens } : {}), ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
   let url = '';
   if (opts.listen !== false) url = await app.listen({ host: cfg.host, port: cfg.port });
   else await app.ready();

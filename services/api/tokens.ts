@@ -58,9 +58,21 @@ export class TokenSet {
   }
 
   static fromEnv(env: Record<string, string | undefined> = process.env): TokenSet {
+    return TokenSet.load(env.STACKSANITY_TOKENS_FILE, env.STACKSANITY_TOKENS, 'STACKSANITY_TOKENS');
+  }
+
+  /**
+   * Admin tokens: the write scope apart from uploads (PUT /v1/findings/{id}), from
+   * STACKSANITY_ADMIN_TOKENS_FILE / STACKSANITY_ADMIN_TOKENS in the same forms as upload tokens.
+   */
+  static adminFromEnv(env: Record<string, string | undefined> = process.env): TokenSet {
+    return TokenSet.load(env.STACKSANITY_ADMIN_TOKENS_FILE, env.STACKSANITY_ADMIN_TOKENS, 'STACKSANITY_ADMIN_TOKENS');
+  }
+
+  private static load(file: string | undefined, list: string | undefined, listName: string): TokenSet {
     const set = new TokenSet();
-    if (env.STACKSANITY_TOKENS_FILE) TokenSet.parse(readFileSync(env.STACKSANITY_TOKENS_FILE, 'utf8'), env.STACKSANITY_TOKENS_FILE, set);
-    if (env.STACKSANITY_TOKENS) TokenSet.parse(env.STACKSANITY_TOKENS, 'STACKSANITY_TOKENS', set);
+    if (file) TokenSet.parse(readFileSync(file, 'utf8'), file, set);
+    if (list) TokenSet.parse(list, listName, set);
     return set;
   }
 }

@@ -1,7 +1,8 @@
-// The web page: server-rendered HTML, no build step. Recent failing traces with links, and one
+// The web page: server-rendered HTML, no build step. The findings and recent failing traces with links, and one
 // trace with each strategy's kernel-style text (or, when its kernel's profile is gone, the
 // recorded verdicts and why the frames are missing).
 import type { TraceMeta } from '../pipeline/trace-store.ts';
+import type { StoredFinding } from '../pipeline/findings.ts';
 
 const STYLE = `body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;max-width:72em}table{border-collapse:collapse}
 td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}pre{background:#f6f6f6;padding:.6em;overflow:auto}
@@ -11,7 +12,17 @@ export function esc(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
-export function renderIndex(items: TraceMeta[] | undefined, combined: boolean): string {
+/** The most frequent findings: the overview a newcomer and an on-call reader start from. */
+function renderFindings(findings: StoredFinding[] | undefined): string {
+  if (findings === undefined) return '';
+  if (findings.length === 0) return '<h2>Findings</h2><p>No findings: no entry-aware strategy has failed yet.</p>';
+  return `<h2>Findings</h2>
+<p>Failing unwinds grouped by signature, most frequent first (<a href="/v1/findings">all, as JSON</a>). New ones page; an admin marks a triaged one known with <code>PUT /v1/findings/{id}</code>.</p>
+<table><tr><th>state</th><th>count</th><th>finding</th><th>last seen</th><th>hosts</th><th>example</th></tr>${findings.map((f) =>
+    `<tr><td class="${f.state === 'new' ? 'bad' : 'ok'}">${esc(f.state)}</td><td>${esc(f.count)}</td><td><a href="/v1/findings/${esc(f.id)}">${esc(f.title)}</a>${f.note ? `<br><small>${esc(f.note)}</small>` : ''}</td><td>${esc(f.last_seen)}</td><td>${esc(f.hosts.length)}${f.hosts.length >= 20 ? '+' : ''}</td><td>${f.examples[0] ? `<a href="/traces/${esc(f.examples[0].id)}">trace</a>` : ''}</td></tr>`).join('')}</table>`;
+}
+
+export function renderIndex(items: TraceMeta[] | undefined, combined: boolean, findings?: StoredFinding[]): string {
   const rows = items === undefined
     ? '<p class="bad">Redis is unavailable; the list comes back when it does.</p>'
     : items.length === 0
@@ -20,7 +31,8 @@ export function renderIndex(items: TraceMeta[] | undefined, combined: boolean): 
         `<tr><td><a href="/traces/${esc(t.id)}">${esc(new Date(Math.floor(t.score / 1000)).toISOString())}</a></td><td>${esc(t.host)}</td><td>${esc(t.kernel)}</td><td>${esc(t.strategies.join(', '))}</td><td>${esc(t.reasons.join(', '))}</td></tr>`).join('')}</table>`;
   return `<!doctype html><html><head><meta charset="utf-8"><title>stacksanity</title><meta http-equiv="refresh" content="10"><style>${STYLE}</style></head><body>
 <h1>stacksanity</h1>
-<p><a href="/v1/summary">summary</a> · <a href="/v1/traces">traces (JSON)</a> · <a href="/metrics">metrics</a>${combined ? ' (API and workers)' : ''} · <a href="/docs">API docs</a></p>
+<p><a href="/v1/summary">summary</a> · <a href="/v1/findings">findings (JSON)</a> · <a href="/v1/traces">traces (JSON)</a> · <a href="/metrics">metrics</a>${combined ? ' (API and workers)' : ''} · <a href="/docs">API docs</a></p>
+${renderFindings(findings)}
 <h2>Recent failing traces</h2>
 <p>A sample fails when an entry-aware strategy loses or invents frames, stops early, claims a wrong trace reliable, or two of them disagree. The fp baseline's losses at entries are expected and are not failures.</p>
 ${rows}

@@ -8,7 +8,8 @@
 // the hot path. Per-sample bookkeeping goes into flat counters indexed by strategy and verdict
 // and becomes the summaries' field maps once per batch.
 import { performance } from 'node:perf_hooks';
-import { checkSample, type SampleCheck } from '../core/check/checker.ts';
+import { checkSample, type SampleCheck, type StrategyCheck } from '../core/check/checker.ts';
+import { findingsOf } from '../core/check/findings.ts';
 import { GOOD_VERDICTS, VERDICTS } from '../core/check/reasons.ts';
 import { decodeBatch, encodeSamples } from '../core/dump/batch.ts';
 import { hasFullState, type Sample } from '../core/dump/sample.ts';
@@ -16,6 +17,7 @@ import type { KernelProfile } from '../core/symbols/profile.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import type { BatchJob, BatchResult } from './job.ts';
 import { BatchTally, TALLY_STRATEGIES, strategyIndex, verdictIndex } from './metrics.ts';
+import { FindingsBatch } from './findings-batch.ts';
 import { encodeTraceBody, type BatchWrite, type TraceHeader, type TraceRecord } from './trace-store.ts';
 
 /**
@@ -45,6 +47,11 @@ export interface CheckContext {
   passingRatio: number;
   /** The checker build (checker-build.ts), recorded with each stored trace. */
   checker?: string;
+  /**
+   * Ids of the findings marked known (FindingsStore.known): their failures are counted with
+   * finding="known", every other one of an entry-aware strategy with finding="new".
+   */
+  knownFindings?: ReadonlySet<string>;
   /**
    * Traces stored per batch at most: the batch's writes go to Redis in one script, which must stay
    * short however many samples of a huge batch fail (the rest are still counted).
@@ -82,6 +89,7 @@ const SUMMARY_SIZE = FIXED + NS * NV;
 const GOOD = Uint8Array.from(VERDICTS, (v) => (GOOD_VERDICTS.has(v) ? 1 : 0));
 const IS_BASELINE = Uint8Array.from(TALLY_STRATEGIES, (s) => (BASELINE.has(s) ? 1 : 0));
 const EMPTY = new Uint8Array(0);
+const NO_FINDINGS: ReadonlySet<string> = new Set();
 
 /**
  * The fp baseline, the entry-aware strategies the build's entry code supports, and orc when its
@@ -153,6 +161,10 @@ export async function checkBatch(
   const maxTraces = ctx.maxTraces ?? 1000;
   const labels = new Map<string, string>();
   const profiles = new Map<string, { profile: KernelProfile | undefined; rev: number | undefined; strategies: StrategyName[] }>();
+  const findings = new FindingsBatch();
+  const known = ctx.knownFindings ?? NO_FINDINGS;
+  // A sample's failing unwinds of entry-aware strategies: counted once their finding is known.
+  const bads: StrategyCheck[] = [];
   const result = { checked: 0, callchainOnly: 0, failing: 0, traces: 0 };
   // Stored traces whose record is still to be encoded (no `records`): sample, index, header.
   const toEncode: { sample: Sample; index: number; header: TraceHeader; trace: number }[] = [];
@@ -212,6 +224,7 @@ export async function checkBatch(
 
     let failing = check.disagreements.length > 0;
     let flagged = false;
+    bads.length = 0;
     const res = check.results;
     for (let i = 0; i < res.length; i++) {
       const r = res[i]!;
@@ -222,7 +235,10 @@ export async function checkBatch(
       hostCounts[hb + field]!++;
       kernelCounts[kb + field]!++;
       const bad = GOOD[vi] === 0;
-      if (bad) tally.failure(r.strategy, r.reason ?? r.verdict, r.entry, label);
+      if (bad) {
+        if (IS_BASELINE[si] === 1) tally.failure(r.strategy, r.reason ?? r.verdict, r.entry, label, 'baseline');
+        else bads.push(r);
+      }
       if (r.falseReliable) tally.falseReliable[si]!++;
       if (bad || r.falseReliable) {
         flagged = true;
@@ -236,6 +252,7 @@ export async function checkBatch(
       hostCounts[hb + FAILING]!++;
       kernelCounts[kb + FAILING]!++;
     }
+    let traceId: string | undefined;
     if (traces.length < maxTraces && (failing || (ctx.passingRatio > 0 && random() < ctx.passingRatio))) {
       // Only stored samples pay for their strategy and reason lists.
       const v: Verdicts = flagged || failing ? verdictsOf(check) : { failing, strategies: [], reasons: [] };
@@ -245,11 +262,21 @@ export async function checkBatch(
       };
       const record = records?.[n];
       if (record === undefined) toEncode.push({ sample: s, index, header, trace: traces.length });
+      traceId = `${jobId}-${index}`;
       traces.push({
-        id: `${jobId}-${index}`, host, kernel, score: job.receivedAt * 1000 + (index % 1000),
+        id: traceId, host, kernel, score: job.receivedAt * 1000 + (index % 1000),
         status: failing ? 'failing' : 'passing', strategies: v.strategies, reasons: v.reasons,
         body: record === undefined ? EMPTY : encodeTraceBody(header, record),
       });
+    }
+    if (failing) {
+      // The baseline is left out exactly as above: its failures make no sample failing and no finding.
+      const sigs = findingsOf(s, check, profile, BASELINE);
+      for (const sig of sigs) findings.add(sig, host, kernel, job.receivedAt, traceId);
+      for (const r of bads) {
+        const sig = sigs.find((x) => x.strategy === r.strategy);
+        tally.failure(r.strategy, r.reason ?? r.verdict, r.entry, label, sig !== undefined && known.has(sig.id) ? 'known' : 'new');
+      }
     }
   }
   if (toEncode.length > 0) {
@@ -258,7 +285,10 @@ export async function checkBatch(
   }
   result.traces = traces.length;
   return {
-    write: { jobId, metrics: tally.fields(), traces, hostSummaries: summaries(hostSlot, hostCounts), kernelSummaries: summaries(kernelSlot, kernelCounts) },
+    write: {
+      jobId, metrics: tally.fields(), traces, hostSummaries: summaries(hostSlot, hostCounts), kernelSummaries: summaries(kernelSlot, kernelCounts),
+      findings: [...findings.byId.values()],
+    },
     result,
   };
 }

@@ -40,6 +40,10 @@ export interface ServiceConfig {
   keepFailedJobs: number;
   /** Serve the workers' series (aggregated in Redis) on the API's /metrics. */
   combinedMetrics: boolean;
+  /** Distinct findings kept in Redis; occurrences of further new ones are only counted (overflow). */
+  findingsMax: number;
+  /** Workers use their cached set of known findings this long before asking Redis whether it changed. */
+  findingsRevalidateMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -75,6 +79,8 @@ export function loadConfig(env: Env = process.env): ServiceConfig {
     keepCompletedJobs: int(env, 'STACKSANITY_KEEP_COMPLETED', 1000, 0),
     keepFailedJobs: int(env, 'STACKSANITY_KEEP_FAILED', 5000, 0),
     combinedMetrics: bool(env, 'STACKSANITY_COMBINED_METRICS', false),
+    findingsMax: int(env, 'STACKSANITY_FINDINGS_MAX', 10000, 1),
+    findingsRevalidateMs: int(env, 'STACKSANITY_FINDINGS_REVALIDATE_MS', 1000, 0),
   };
 }
 

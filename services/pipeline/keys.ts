@@ -27,4 +27,12 @@ export class Keys {
   }
   summary(kind: 'host' | 'kernel', value: string): string { return `${this.prefix}:sum:${kind}:${value}`; }
   get hosts(): string { return `${this.prefix}:hosts`; }
+  /** One finding (findings.ts): its signature fields, counts, capped lists and state. */
+  finding(id: string): string { return `${this.prefix}:finding:${id}`; }
+  /** Finding ids by count and by last seen (ms): the list's two orders; ZCARD is the cap's measure. */
+  findingsBy(order: 'count' | 'last_seen'): string { return `${this.prefix}:findings:by_${order}`; }
+  /** Ids of the findings marked known (read by workers to label failures). */
+  get findingsKnown(): string { return `${this.prefix}:findings:known`; }
+  /** `<state>:<strategy>` -> number of findings, `overflow` (occurrences beyond the cap), `rev` (bumped by every state change). */
+  get findingsStats(): string { return `${this.prefix}:findings:stats`; }
 }

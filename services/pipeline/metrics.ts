@@ -20,14 +20,22 @@ export const M = {
   falseReliable: 'stacksanity_false_reliable_total',
   depth: 'stacksanity_unwind_depth_frames',
   duration: 'stacksanity_check_duration_seconds',
+  findings: 'stacksanity_findings',
   queueJobs: 'bullmq_job_count',
   deadLettered: 'stacksanity_batches_dead_lettered_total',
   deadLetterBatches: 'stacksanity_dead_letter_batches',
 } as const;
 
+/**
+ * The `finding` label of a failure: the state of the finding the failing unwind belongs to, so
+ * that rules page on new findings only. The fp baseline's failures are no finding at all (it
+ * loses the interrupted function by design): they are `baseline`, never `new`.
+ */
+export type FindingLabel = 'new' | 'known' | 'baseline';
+
 const HELP: Record<string, [string, 'counter' | 'histogram']> = {
   [M.unwinds]: ['Unwinds by strategy and verdict (the fp baseline included; it fails at entries by design).', 'counter'],
-  [M.failures]: ['Unwinds whose verdict is not exact/tolerated/consistent, by strategy, reason and the entry nearest the failure.', 'counter'],
+  [M.failures]: ['Unwinds whose verdict is not exact/tolerated/consistent, by strategy, reason, the entry nearest the failure and the state of its finding (new, known; baseline for fp).', 'counter'],
   [M.disagreements]: ['Samples on which two entry-aware strategies reported different traces, by strategy pair.', 'counter'],
   [M.falseReliable]: ['Unwinds that claimed to be reliable and were wrong against ground truth.', 'counter'],
   [M.depth]: ['Frames per unwind, by strategy.', 'histogram'],
@@ -70,8 +78,8 @@ export class BatchTally {
     this.depth[s * (MAX_DEPTH + 1) + Math.min(frames, MAX_DEPTH)]!++;
   }
 
-  failure(strategy: string, reason: string, entry: string, host: string | undefined): void {
-    const k = `strategy="${strategy}",reason="${reason}",entry="${entry}"${host !== undefined ? `,host="${escapeLabel(host)}"` : ''}`;
+  failure(strategy: string, reason: string, entry: string, host: string | undefined, finding?: FindingLabel): void {
+    const k = `strategy="${strategy}",reason="${reason}",entry="${entry}"${finding !== undefined ? `,finding="${finding}"` : ''}${host !== undefined ? `,host="${escapeLabel(host)}"` : ''}`;
     this.failures.set(k, (this.failures.get(k) ?? 0) + 1);
   }
 
@@ -287,6 +295,29 @@ export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): Api
     });
   }
   return { registry, received, rejected };
+}
+
+/** Findings by state and strategy (findings.ts's tallies), read at scrape. */
+export type FindingsProbe = () => Promise<{ state: string; strategy: string; n: number }[]>;
+
+/** The stacksanity_findings gauge on the API's registry (always served, not only in the combined view). */
+export function registerFindingsGauge(registry: Registry, findings: FindingsProbe): void {
+  new Gauge({
+    name: M.findings,
+    help: 'Findings (failing unwinds grouped by signature) in Redis, by strategy and state (new, known).',
+    labelNames: ['strategy', 'state'] as const,
+    registers: [registry],
+    async collect() {
+      try {
+        const rows = await findings();
+        // Every entry-aware strategy in both states, so that a first finding is a rise from 0.
+        for (const strategy of ENTRY_AWARE) for (const state of ['new', 'known']) this.set({ strategy, state }, 0);
+        for (const r of rows) this.set({ strategy: r.strategy, state: r.state }, r.n);
+      } catch {
+        // Redis down: keep the last values.
+      }
+    },
+  });
 }
 
 export function createProcessRegistry(): Registry {

@@ -13,6 +13,7 @@ import { KernelStore } from './kernels.ts';
 import { SeriesTotals, createProcessRegistry } from './metrics.ts';
 import { connect, closeQuietly } from './redis.ts';
 import { TraceStore } from './trace-store.ts';
+import { FindingsStore } from './findings.ts';
 import { checkBatch } from './check-batch.ts';
 import { checkerBuild } from './checker-build.ts';
 import { DeadLetters } from './dead-letter.ts';
@@ -35,7 +36,7 @@ export function createQueue(cfg: ServiceConfig, connection: Redis): BatchQueue {
 }
 
 export function traceStore(cfg: ServiceConfig, redis: Redis, keys = new Keys(cfg.prefix)): TraceStore {
-  return new TraceStore(redis, keys, { traceMax: cfg.traceMax, traceMaxAgeSeconds: cfg.traceMaxAgeSeconds, idempotencySeconds: cfg.idempotencySeconds });
+  return new TraceStore(redis, keys, { traceMax: cfg.traceMax, traceMaxAgeSeconds: cfg.traceMaxAgeSeconds, idempotencySeconds: cfg.idempotencySeconds, findingsMax: cfg.findingsMax });
 }
 
 /** A pause at a named point of the processor, so tests can kill a worker mid-batch (STACKSANITY_FAULT=point:ms). */
@@ -95,6 +96,7 @@ export class CheckerWorker {
   readonly keys: Keys;
   readonly redis: Redis;
   readonly store: TraceStore;
+  readonly findings: FindingsStore;
   readonly kernels: KernelStore;
   readonly deadLetters: DeadLetters;
   readonly totals = new SeriesTotals();
@@ -108,6 +110,7 @@ export class CheckerWorker {
     this.redis = connect(cfg.redisUrl, 'worker', 'stacksanity-worker');
     this.redis.on('error', () => { /* reconnects by itself; readiness shows in the queue */ });
     this.store = traceStore(cfg, this.redis, this.keys);
+    this.findings = new FindingsStore(this.redis, this.keys);
     this.kernels = new KernelStore(this.redis, this.keys, cfg.profileRevalidateMs);
     // The attempts record lives as long as the batch's bytes could.
     this.deadLetters = new DeadLetters(this.redis, this.keys, cfg.idempotencySeconds);
@@ -229,10 +232,14 @@ export class CheckerWorker {
       passingRatio: cfg.tracePassingRatio,
       checker: checkerBuild(),
       maxTraces: Math.min(cfg.traceMax, 1000),
+      knownFindings: await this.findings.known(cfg.findingsRevalidateMs),
       ...(cfg.hostLabel ? { hostLabel: async (h: string) => ((await this.store.hostLabelAllowed(h, cfg.hostLabelCap)) ? h : 'other') } : {}),
     }, records);
     await this.pause('before-commit');
-    const counted = await this.store.commit(checked.write);
+    const { applied: counted, findingsOverflow } = await this.store.commitBatch(checked.write);
+    if (findingsOverflow > 0) {
+      this.log(`batch ${id}: ${findingsOverflow} new finding(s) not stored: ${cfg.findingsMax} findings are kept (STACKSANITY_FINDINGS_MAX); their failures are still counted, and GET /v1/findings reports the overflow`);
+    }
     if (counted) this.totals.add(checked.write.metrics);
     // The commit deleted the batch's bytes with the results in (a retry from here on finds the marker).
     await this.pause('after-commit');

@@ -20,7 +20,9 @@
 //   metrics       HASH  exposition line key -> total (metrics.ts)
 //   counters:pending LIST committed batches' counter increments not yet in metrics/sum:* (FOLD_FN)
 //   done:<job>    STRING the batch was committed (expires after the idempotency window)
+//   finding:<id>, findings:*   the batch's findings (findings.ts), applied by the same script
 import type { Redis } from 'ioredis';
+import { FINDINGS_FN, findingsArg, type FindingDelta } from './findings-batch.ts';
 import type { Keys } from './keys.ts';
 import { runScript } from './redis.ts';
 
@@ -180,9 +182,11 @@ return fold(KEYS[1])
  * arguments, and serialising them cost the worker more than checking the batch's samples. Members
  * of one key go in one command (Redis's own cost is mostly per call made from Lua), in chunks
  * that stay far below Lua's limit on unpacked values.
- * Returns 1 when applied, 0 when the batch had been committed before.
+ *   f: findings (findingsArg), applied after the marker like everything else
+ * Returns {1, new findings not stored for the cap} when applied, 0 when the batch had been
+ * committed before.
  */
-const COMMIT_LUA = `${FOLD_FN}
+const COMMIT_LUA = `${FOLD_FN}${FINDINGS_FN}
 redis.call('DEL', KEYS[6])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
 local d = cjson.decode(ARGV[2])
@@ -207,11 +211,13 @@ for _, g in ipairs(d.t) do
   redis.call('ZREMRANGEBYRANK', g[1], 0, g[3])
 end
 for _, g in ipairs(d.e) do redis.call('EXPIRE', g[1], g[2]) end
+local overflow = 0
+if d.f then overflow = findings(d.f) end
 if #bodies > 0 then
   ${TRIM_BODY}
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[5])
 end
-return 1
+return {1, overflow}
 `;
 
 /**
@@ -238,6 +244,8 @@ export interface StoreLimits {
   traceMax: number;
   traceMaxAgeSeconds: number;
   idempotencySeconds: number;
+  /** Distinct findings kept (default 10,000); new ones beyond it are only counted as overflow. */
+  findingsMax?: number;
 }
 
 export interface BatchWrite {
@@ -247,6 +255,15 @@ export interface BatchWrite {
   /** Per host / per kernel: field -> increment. */
   hostSummaries: Map<string, Map<string, number>>;
   kernelSummaries: Map<string, Map<string, number>>;
+  /** The batch's findings, one entry per finding id (findings-batch.ts). */
+  findings?: readonly FindingDelta[];
+}
+
+export interface CommitResult {
+  /** false: the batch had been committed before; nothing was written. */
+  applied: boolean;
+  /** New findings of the batch not stored because the findings cap was reached. */
+  findingsOverflow: number;
 }
 
 export interface ListQuery {
@@ -272,6 +289,10 @@ export class TraceStore {
 
   /** Applies the batch's writes unless already applied. Returns false for a repeat. */
   async commit(w: BatchWrite): Promise<boolean> {
+    return (await this.commitBatch(w)).applied;
+  }
+
+  async commitBatch(w: BatchWrite): Promise<CommitResult> {
     const k = this.keys;
     const ttl = String(this.limits.traceMaxAgeSeconds);
     const incr: [string, string[]][] = [];
@@ -320,11 +341,13 @@ export class TraceStore {
     for (const [h, m] of w.hostSummaries) summary(k.summary('host', h), m);
     for (const [b, m] of w.kernelSummaries) summary(k.summary('kernel', b), m);
     for (const h of w.hostSummaries.keys()) zadd1(k.hosts, String(nowMs), h);
-    const packed = packJson({ z: [...zadd], t: trims, e: expire });
+    const f = w.findings ? findingsArg(k, this.limits.findingsMax ?? 10_000, w.findings) : undefined;
+    const packed = packJson({ z: [...zadd], t: trims, e: expire, ...(f ? { f } : {}) });
     const counters = packJson({ i: incr, f: floats, e: summaryTtl });
     const keys = [k.done(w.jobId), k.traces, k.traceMeta, idxAll, k.hosts, k.body(w.jobId), k.pendingCounters];
     const args = [this.limits.idempotencySeconds, packed, cutoff, this.limits.traceMax, String(oldestMs), counters, FOLD_EVERY, ...traceArgs];
-    return (await runScript(this.redis, COMMIT_LUA, keys, args)) === 1;
+    const r = await runScript(this.redis, COMMIT_LUA, keys, args);
+    return Array.isArray(r) ? { applied: true, findingsOverflow: Number(r[1]) } : { applied: false, findingsOverflow: 0 };
   }
 
   /** Applies the counters of committed batches still in the pending list; readers call it first. */

@@ -117,7 +117,7 @@ test('unusable input exits 2 with a message that names what is wrong', async () 
 
   r = await run(['check', '--format', 'yaml', 'x']);
   assert.equal(r.code, 2);
-  assert.match(r.err, /--format must be text or json/);
+  assert.match(r.err, /--format must be text, json or ndjson/);
 
   const restricted = join(dir, 'restricted');
   writeFileSync(restricted, '0000000000000000 T _stext\n0000000000000000 T startup_64\n');

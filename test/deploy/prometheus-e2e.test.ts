@@ -1,8 +1,9 @@
 // End to end with a real Prometheus (Debian's prometheus, on loopback): the service checks samples
 // from emulated hosts with faults injected, Prometheus scrapes the API and two workers with the
 // shipped rules loaded, the failure ratio Prometheus computes equals what the service counted, an
-// alert reaches the firing state — and every series the dashboard and the rules name is one the
-// running service actually exposes.
+// alert reaches the firing state, NewUnwindFinding fires on the faults' findings and, once they
+// are marked known, their later failures are counted as known — and every series the dashboard
+// and the rules name is one the running service actually exposes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -23,6 +24,7 @@ import { freePort, skipUnless } from './tools.ts';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const skip = skipUnless('prometheus', 'prometheus');
 const TOKEN = 'e2e-token-0123456789abcdef';
+const ADMIN = 'e2e-admin-0123456789abcdef';
 const prefix = uniquePrefix('prom');
 
 let api: ApiServer | undefined;
@@ -35,10 +37,13 @@ let promLog = '';
 before(async () => {
   if (skip) return;
   const apiPort = await freePort();
-  const cfg = { ...testConfig(prefix, { PORT: String(apiPort), STACKSANITY_RATE_LIMIT: '100000' }), combinedMetrics: true };
+  // Workers ask for the known findings before every batch (the default caches them for 1 s).
+  const cfg = { ...testConfig(prefix, { PORT: String(apiPort), STACKSANITY_RATE_LIMIT: '100000', STACKSANITY_FINDINGS_REVALIDATE_MS: '0' }), combinedMetrics: true };
   const tokens = new TokenSet();
   tokens.add('e2e', TOKEN);
-  api = await startApi(cfg, tokens, { listen: true });
+  const adminTokens = new TokenSet();
+  adminTokens.add('e2e-ops', ADMIN);
+  api = await startApi(cfg, tokens, { listen: true, adminTokens });
   for (let i = 0; i < 2; i++) {
     const w = new CheckerWorker(cfg, { metricsPort: 0 });
     await w.start();
@@ -85,19 +90,26 @@ async function promQuery(q: string): Promise<{ metric: Record<string, string>; v
   return j.data.result;
 }
 
-async function post(path: string, body: string, method = 'POST', type = 'text/plain'): Promise<Response> {
-  return fetch(`${api!.url}${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': type }, body });
+async function post(path: string, body: string, method = 'POST', type = 'text/plain', token = TOKEN): Promise<Response> {
+  return fetch(`${api!.url}${path}`, { method, headers: { authorization: `Bearer ${token}`, 'content-type': type }, body });
 }
 
-test('Prometheus computes the same failure ratio the service counted, and FalseReliableUnwind fires', { skip, timeout: 120_000 }, async () => {
-  // Emulated hosts with faults; no_frame_pointer on sleeping tasks makes reliable claims wrong.
-  const fleet = new EmulatedFleet({ seed: 5, layout: 'all', hosts: 4, faults: ['corrupt_bp', 'no_frame_pointer', 'broken_irq_link'], faultRate: 0.3 });
-  for (const k of fleet.kernels()) {
-    assert.equal((await post(`/v1/kernels/${k.buildId}/symbols`, k.kallsyms)).status, 201);
-    assert.equal((await post(`/v1/kernels/${k.buildId}/profile`, JSON.stringify(k.profile), 'PUT', 'application/json')).status < 300, true);
-  }
+async function firing(name: string): Promise<{ labels: Record<string, string> }[]> {
+  const r = (await (await fetch(`${promUrl}/api/v1/alerts`)).json()) as { data: { alerts: { labels: Record<string, string>; state: string }[] } };
+  return r.data.alerts.filter((a) => a.labels.alertname === name && a.state === 'firing');
+}
+
+/** The service's own total of stacksanity_unwind_failures_total{finding=...} (the API's combined view). */
+async function serviceFailures(finding: string): Promise<number> {
+  const text = await (await fetch(`${api!.url}/metrics`)).text();
+  let n = 0;
+  for (const l of text.split('\n')) if (l.startsWith('stacksanity_unwind_failures_total{') && l.includes(`finding="${finding}"`)) n += Number(l.slice(l.lastIndexOf(' ') + 1));
+  return n;
+}
+
+async function feed(fleet: EmulatedFleet, batches: number): Promise<void> {
   const jobs: string[] = [];
-  for (let b = 0; b < 6; b++) {
+  for (let b = 0; b < batches; b++) {
     const r = await post('/v1/samples', formatTextDump(fleet.batch(300)));
     const text = await r.text();
     assert.equal(r.status, 202, text);
@@ -106,6 +118,18 @@ test('Prometheus computes the same failure ratio the service counted, and FalseR
   for (const id of jobs) {
     await waitFor(`job ${id}`, async () => ((await (await fetch(`${api!.url}/v1/jobs/${id}`)).json()) as { state: string }).state === 'completed', 60_000, 200);
   }
+}
+
+let fleet: EmulatedFleet;
+
+test('Prometheus computes the same failure ratio the service counted, and FalseReliableUnwind fires', { skip, timeout: 120_000 }, async () => {
+  // Emulated hosts with faults; no_frame_pointer on sleeping tasks makes reliable claims wrong.
+  fleet = new EmulatedFleet({ seed: 5, layout: 'all', hosts: 4, faults: ['corrupt_bp', 'no_frame_pointer', 'broken_irq_link'], faultRate: 0.3 });
+  for (const k of fleet.kernels()) {
+    assert.equal((await post(`/v1/kernels/${k.buildId}/symbols`, k.kallsyms)).status, 201);
+    assert.equal((await post(`/v1/kernels/${k.buildId}/profile`, JSON.stringify(k.profile), 'PUT', 'application/json')).status < 300, true);
+  }
+  await feed(fleet, 6);
   const summary = (await (await fetch(`${api!.url}/v1/summary`)).json()) as { samples: number; strategies: Record<string, { verdicts: Record<string, number> }>; false_reliable: Record<string, number> };
   assert.equal(summary.samples, 1800);
   const counted = new Map<string, number>();
@@ -146,6 +170,50 @@ test('Prometheus computes the same failure ratio the service counted, and FalseR
   const up = await promQuery('sum(up{job="stacksanity-worker"})');
   assert.equal(Number(up[0]?.value[1]), 2);
 });
+
+test('NewUnwindFinding fires on the faults\' findings; marked known, their later failures count as known', { skip, timeout: 120_000 }, async () => {
+  // The first test's faulty samples are new findings: the page fires, naming strategy and reason.
+  await waitFor('NewUnwindFinding firing', async () => (await firing('NewUnwindFinding')).length > 0, 40_000, 500).catch((e: Error) => {
+    throw new Error(`${e.message}\n${promLog}`);
+  });
+  const pages = await firing('NewUnwindFinding');
+  assert.ok(pages.every((a) => a.labels.strategy !== 'fp' && a.labels.severity === 'critical' && a.labels.reason), JSON.stringify(pages));
+  assert.equal(await serviceFailures('known'), 0);
+
+  // An operator triages them: every finding marked known (an upload token may not).
+  let cursor: string | null = null;
+  const ids: string[] = [];
+  do {
+    const r = (await (await fetch(`${api!.url}/v1/findings?state=new&limit=500${cursor ? `&cursor=${cursor}` : ''}`)).json()) as { items: { id: string }[]; next: string | null };
+    ids.push(...r.items.map((f) => f.id));
+    cursor = r.next;
+  } while (cursor);
+  assert.ok(ids.length > 0, 'the faults made findings');
+  assert.equal((await post(`/v1/findings/${ids[0]}`, JSON.stringify({ state: 'known' }), 'PUT', 'application/json')).status, 403);
+  for (const id of ids) {
+    const r = await post(`/v1/findings/${id}`, JSON.stringify({ state: 'known', note: 'injected by the e2e test' }), 'PUT', 'application/json', ADMIN);
+    assert.equal(r.status, 200, await r.text());
+  }
+  const gauge = await promQueryUntil('sum(stacksanity_findings{job="stacksanity-api",state="known"})', ids.length);
+  assert.equal(gauge, ids.length);
+
+  // The same hosts keep failing the same way: those failures are now counted as known.
+  await feed(fleet, 3);
+  const known = await serviceFailures('known');
+  assert.ok(known > 0, 'failures of known findings are counted as known');
+  await promQueryUntil('sum(stacksanity_unwind_failures_total{job="stacksanity-api",finding="known"})', known);
+});
+
+/** Waits until Prometheus's value for `q` is `want` (it scrapes every second), and returns it. */
+async function promQueryUntil(q: string, want: number): Promise<number> {
+  let got = NaN;
+  await waitFor(`${q} = ${want}`, async () => {
+    const rows = await promQuery(q);
+    got = rows.length > 0 ? Number(rows[0]!.value[1]) : NaN;
+    return got === want;
+  }, 30_000, 500).catch((e: Error) => { throw new Error(`${e.message} (last: ${got})`); });
+  return got;
+}
 
 test('every series the dashboard and the rules name is exposed by the running service', { skip, timeout: 60_000 }, async () => {
   const exposed = new Set<string>();

@@ -29,7 +29,7 @@ test('every alert has a severity, a for:, a summary and a runbook link, and a fi
     alert: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string>;
   }[];
   const names = alerts.map((a) => a.alert).sort();
-  assert.deepEqual(names, ['BatchesDeadLettered', 'CheckerWorkersDown', 'FalseReliableUnwind', 'SampleBacklogGrowing', 'StrategiesDisagree', 'UnwindFailureRatioHigh', 'UploadsRejected']);
+  assert.deepEqual(names, ['BatchesDeadLettered', 'CheckerWorkersDown', 'FalseReliableUnwind', 'NewUnwindFinding', 'SampleBacklogGrowing', 'StrategiesDisagree', 'UnwindFailureRatioHigh', 'UploadsRejected']);
   const tests = parse(readFileSync(resolve(dir, 'tests/alerts.test.yml'), 'utf8')) as { tests: { alert_rule_test?: { alertname: string; exp_alerts: unknown[] }[] }[] };
   const cases = tests.tests.flatMap((t) => t.alert_rule_test ?? []);
   const ops = readFileSync(resolve(dir, '../../docs/operations.md'), 'utf8');
@@ -45,4 +45,7 @@ test('every alert has a severity, a for:, a summary and a runbook link, and a fi
   }
   const fr = alerts.find((a) => a.alert === 'FalseReliableUnwind')!;
   assert.equal(fr.labels?.severity, 'critical');
+  // DESIGN §3.5: page on new findings and on false_reliable; the overall failure ratio only warns.
+  assert.equal(alerts.find((a) => a.alert === 'NewUnwindFinding')!.labels?.severity, 'critical');
+  assert.equal(alerts.find((a) => a.alert === 'UnwindFailureRatioHigh')!.labels?.severity, 'warning');
 });
