@@ -53,6 +53,13 @@ export async function serve(args: string[], io: Io): Promise<number> {
     devToken = randomToken();
     tokens.add('dev', devToken);
   }
+  // Likewise for the admin scope (marking findings known), a token apart from the upload one.
+  const adminTokens = TokenSet.adminFromEnv();
+  let devAdminToken: string | undefined;
+  if (adminTokens.size === 0) {
+    devAdminToken = randomToken();
+    adminTokens.add('dev-admin', devAdminToken);
+  }
 
   const children = new Set<ChildProcess>();
   let api: ApiServer | undefined;
@@ -62,6 +69,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
     // Workers need no tokens: keep them out of the children's environment.
     delete e.STACKSANITY_TOKENS;
     delete e.STACKSANITY_TOKENS_FILE;
+    delete e.STACKSANITY_ADMIN_TOKENS;
+    delete e.STACKSANITY_ADMIN_TOKENS_FILE;
     return e;
   };
   const childArgs = (process.env.STACKSANITY_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
@@ -106,7 +115,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   });
 
   try {
-    api = await startApi(cfg, tokens, { logLevel: env.LOG_LEVEL ?? 'warn' });
+    api = await startApi(cfg, tokens, { logLevel: env.LOG_LEVEL ?? 'warn', adminTokens });
   } catch (e) {
     io.err(`stacksanity serve: cannot start the API: ${(e as Error).message}\n`);
     if (redisHandle.stop) await redisHandle.stop();
@@ -147,6 +156,14 @@ export async function serve(args: string[], io: Io): Promise<number> {
   try (the example kernel's symbols, then samples taken on it):
     ${curl} @${example('demo.kallsyms')} '${base}/v1/kernels/${EXAMPLE_BUILD}/symbols'
     ${curl} @${example('demo.dump')} '${base}/v1/samples'
+`);
+  }
+  if (devAdminToken) {
+    io.out(`
+  admin token (marks findings known; generated for this run, set STACKSANITY_ADMIN_TOKENS to choose your own):
+    ${devAdminToken}
+  findings:     curl '${base}/v1/findings'
+  mark known:   curl -X PUT -H 'Authorization: Bearer ${devAdminToken}' -H 'Content-Type: application/json' -d '{"state":"known","note":"why"}' '${base}/v1/findings/<id>'
 `);
   }
   io.out('Ctrl-C stops everything.\n');
