@@ -146,7 +146,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
         querystring: S.UploadQuery,
         headers: S.UploadHeaders,
         body: S.SamplesBody,
-        response: { 202: S.UploadReply, 400: S.RejectedReply, 401: S.ErrorBody, 409: S.ErrorBody, 413: S.ErrorBody, 415: S.ErrorBody, 503: S.ErrorBody },
+        response: { 202: S.UploadReply, 400: S.RejectedReply, 401: S.ErrorBody, 409: S.ConflictReply, 413: S.ErrorBody, 415: S.ErrorBody, 503: S.ErrorBody },
       },
     }, async (req, reply) => {
       ready();
