@@ -77,7 +77,10 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return 'released'
 `;
 
-const POLL_MS = 10;
+// A winner's queue.add takes a millisecond or two: poll soon, then back off so that a crowd of
+// waiting duplicates costs Redis little.
+const POLL_MS = 5;
+const POLL_MAX_MS = 200;
 
 export class UploadClaims {
   constructor(
@@ -93,14 +96,14 @@ export class UploadClaims {
     const value = JSON.stringify({ job: a.job, accepted: a.accepted, rejected: a.rejected, digest: a.digest, n: randomBytes(6).toString('hex') });
     const keys = [this.keys.claim(a.job), this.keys.done(a.job), this.jobKey(a.job)];
     const deadline = Date.now() + this.limits.waitMs;
-    for (;;) {
+    for (let poll = POLL_MS; ; poll = Math.min(poll * 2, POLL_MAX_MS)) {
       const [state, cur] = (await runScript(this.redis, CLAIM_LUA, keys, [value, this.limits.ttlSeconds, this.limits.leaseMs])) as [string, string];
       if (state === 'won') return { kind: 'won', token: cur };
       const winner = cur ? answerOf(cur) : undefined;
       if (winner && winner.digest !== a.digest) return { kind: 'conflict', answer: winner };
       if (state === 'queued') return winner ? { kind: 'duplicate', answer: winner } : { kind: 'duplicate' };
       if (Date.now() >= deadline) return { kind: 'busy' };
-      await new Promise((r) => setTimeout(r, POLL_MS));
+      await new Promise((r) => setTimeout(r, poll));
     }
   }
 
