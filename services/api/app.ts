@@ -6,12 +6,12 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
+import { UploadClaims } from '../pipeline/claims.ts';
 import { DumpError, type Rejection } from '../core/dump/errors.ts';
 import type { ServiceConfig } from '../pipeline/config.ts';
 import { OrcFormatError } from '../core/unwind/orc-table.ts';
 import { JOB_NAME, decodeBody, encodeBatch, gunzipBody, jobIdFor, type BatchJob, type BodyFormat, type Source } from '../pipeline/job.ts';
 import { Keys } from '../pipeline/keys.ts';
-import { UploadClaims } from '../pipeline/claims.ts';
 import { KernelStore } from '../pipeline/kernels.ts';
 import { renderSeries, type ApiMetrics } from '../pipeline/metrics.ts';
 import type { BatchQueue } from '../pipeline/queue.ts';
@@ -55,7 +55,6 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
   const { cfg, redis, queue, store, tokens, metrics } = d;
   const keys = new Keys(cfg.prefix);
   const kernels = new KernelStore(redis, keys);
-  const claims = new UploadClaims(redis, keys, (id) => queue.toKey(id), { ttlSeconds: cfg.idempotencySeconds, leaseMs: CLAIM_LEASE_MS, waitMs: CLAIM_WAIT_MS });
   const app = Fastify({
     logger: {
       level: d.logLevel ?? process.env.LOG_LEVEL ?? 'warn',
@@ -87,6 +86,8 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     },
   });
 
+  // Who won each upload's job id (claims.ts).
+  const claims = new UploadClaims(redis, keys, (id) => queue.toKey(id), { ttlSeconds: cfg.idempotencySeconds, leaseMs: CLAIM_LEASE_MS, waitMs: CLAIM_WAIT_MS });
   const ready = (): void => {
     if (redis.status !== 'ready') throw new Unavailable('Redis is unavailable');
   };
