@@ -1,10 +1,12 @@
 // The HTTP API (DESIGN §4): uploads, job status, summaries, traces, metrics, health, OpenAPI, and
 // the web page. buildApp() is the whole app as one fastify instance; api-process.ts runs it.
+import { createHash } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import type { Redis } from 'ioredis';
+import { UploadClaims } from '../pipeline/claims.ts';
 import { DumpError, type Rejection } from '../core/dump/errors.ts';
 import type { ServiceConfig } from '../pipeline/config.ts';
 import { OrcFormatError } from '../core/unwind/orc-table.ts';
@@ -44,6 +46,10 @@ declare module 'fastify' {
 
 const RETRY_AFTER_SECONDS = 5;
 const MAX_ERRORS_SHOWN = 1000;
+/** A claim with no job after this long was abandoned (its API died between claim and queue.add). */
+const CLAIM_LEASE_MS = 30_000;
+/** How long a duplicate waits for the winner's queue.add before answering 503. */
+const CLAIM_WAIT_MS = 10_000;
 
 /** Raised for any Redis failure on a request path; answered with 503 and Retry-After. */
 export class Unavailable extends Error {}
@@ -86,6 +92,8 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     },
   });
 
+  // Who won each upload's job id (claims.ts).
+  const claims = new UploadClaims(redis, keys, (id) => queue.toKey(id), { ttlSeconds: cfg.idempotencySeconds, leaseMs: CLAIM_LEASE_MS, waitMs: CLAIM_WAIT_MS });
   const ready = (): void => {
     if (redis.status !== 'ready') throw new Unavailable('Redis is unavailable');
   };
@@ -158,13 +166,13 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       config: { rateLimit: {} },
       schema: {
         summary: 'Upload a batch of samples',
-        description: '202 once the batch is durably queued, with the job id and per-sample errors by index; 400 when no sample is usable; 503 + Retry-After while Redis is unavailable.',
+        description: '202 once the batch is durably queued, with the job id and per-sample errors by index (duplicate: true with the first upload\'s answer when this job id was queued before); 400 when no sample is usable; 409 when the Idempotency-Key (or these bytes) was used for a different request; 503 + Retry-After while Redis is unavailable.',
         tags: ['uploads'],
         security: uploadSecurity,
         querystring: S.UploadQuery,
         headers: S.UploadHeaders,
         body: S.SamplesBody,
-        response: { 202: S.UploadReply, 400: S.RejectedReply, 401: S.ErrorBody, 413: S.ErrorBody, 415: S.ErrorBody, 503: S.ErrorBody },
+        response: { 202: S.UploadReply, 400: S.RejectedReply, 401: S.ErrorBody, 409: S.ConflictReply, 413: S.ErrorBody, 415: S.ErrorBody, 503: S.ErrorBody },
       },
     }, async (req, reply) => {
       ready();
@@ -203,31 +211,53 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
         }
       }
       rejections.sort((a, b) => a.sampleIndex - b.sampleIndex);
-      for (const r of rejections) metrics.rejected.inc({ reason: r.reason });
       const errors = rejections.slice(0, MAX_ERRORS_SHOWN).map(errorOf);
       const truncated = rejections.length > MAX_ERRORS_SHOWN ? { errors_truncated: true } : {};
       const accepted = parsed.samples.length - skip.length;
       if (accepted === 0) {
+        for (const r of rejections) metrics.rejected.inc({ reason: r.reason });
         const message = parsed.samples.length + rejections.length === 0 ? 'the body holds no samples' : `none of the ${rejections.length} samples is usable; see errors`;
         return reply.code(400).send({ error: 'no_usable_samples', message, rejected: rejections.length, errors, ...truncated });
       }
       const idem = (req.headers['idempotency-key'] as string | undefined) ?? undefined;
       const jobId = jobIdFor(uploader, raw, idem);
-      const duplicate = (await store.isCommitted(jobId)) || (await queue.getJob(jobId)) !== undefined;
-      if (!duplicate) {
-        const data: BatchJob = {
-          v: 2, format, gzip: false, uploader, source: q.source, receivedAt: Date.now(), accepted,
-          skip: [...skip, ...parsed.rejected.map((r) => r.sampleIndex)].sort((a, b) => a - b),
-          ...(q.kernel !== undefined ? { kernel: q.kernel } : {}),
-        };
-        // NX: an Idempotency-Key reused with other bytes must not replace the first upload's batch.
+      // Claimed before anything is written: one request per job id goes on (claims.ts).
+      const mine = { job: jobId, accepted, rejected: rejections.length, digest: requestDigest(body, format, q) };
+      const c = await claims.claim(mine);
+      if (c.kind === 'conflict') {
+        const what = idem !== undefined ? `Idempotency-Key '${idem}'` : 'an upload of these bytes';
+        return reply.code(409).send({ error: 'idempotency_conflict', job: jobId, message: `${what} was already used for a different request (other samples, format, source or kernel) within the idempotency window; send this batch under a new Idempotency-Key` });
+      }
+      if (c.kind === 'busy') {
+        reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+        return reply.code(503).send({ error: 'unavailable', message: 'an identical upload is being queued right now; retry the same request' });
+      }
+      if (c.kind === 'duplicate') {
+        // The winner's answer. Its errors are this request's own when the counts agree (same
+        // bytes, same parse); they differ only when a kernel's symbols arrived in between.
+        const w = c.answer ?? mine;
+        const same = w.accepted === accepted && w.rejected === rejections.length;
+        return reply.code(202).send({ job: w.job, accepted: w.accepted, rejected: w.rejected, duplicate: true, status: `/v1/jobs/${w.job}`, errors: same ? errors : [], ...(same ? truncated : {}) });
+      }
+      const data: BatchJob = {
+        v: 2, format, gzip: false, uploader, source: q.source, receivedAt: Date.now(), accepted,
+        skip: [...skip, ...parsed.rejected.map((r) => r.sampleIndex)].sort((a, b) => a - b),
+        ...(q.kernel !== undefined ? { kernel: q.kernel } : {}),
+      };
+      try {
+        // The claim is this request's, so the bytes are too: no NX (a takeover rewrites the same batch).
         const bytes = Buffer.from(parsed.bytes.buffer, parsed.bytes.byteOffset, parsed.bytes.byteLength);
-        await redis.set(keys.body(jobId), bytes, 'EX', cfg.idempotencySeconds, 'NX');
+        await redis.set(keys.body(jobId), bytes, 'EX', cfg.idempotencySeconds);
         // The 202 waits for this: once add() resolves the job is in Redis.
         await queue.add(JOB_NAME, data, { jobId });
-        metrics.received.inc({ source: q.source }, accepted);
+      } catch (e) {
+        // Free the id for the client's retry, bytes included, unless the job got in after all.
+        const r = await claims.release(jobId, c.token).catch(() => 'failed' as const);
+        if (r !== 'queued') throw e;
       }
-      return reply.code(202).send({ job: jobId, accepted, rejected: rejections.length, duplicate, status: `/v1/jobs/${jobId}`, errors, ...truncated });
+      metrics.received.inc({ source: q.source }, accepted);
+      for (const r of rejections) metrics.rejected.inc({ reason: r.reason });
+      return reply.code(202).send({ job: jobId, accepted, rejected: rejections.length, duplicate: false, status: `/v1/jobs/${jobId}`, errors, ...truncated });
     });
 
     up.post('/v1/kernels/:buildId/symbols', {
@@ -439,6 +469,14 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
   });
 
   return app;
+}
+
+/**
+ * What makes two uploads under one job id the same request: the samples (after gunzip, so a
+ * re-compressed retry is still the same), the declared format and the query.
+ */
+function requestDigest(body: Buffer, format: BodyFormat, q: { source: Source; kernel?: string }): string {
+  return createHash('sha256').update(`${format}\0${q.source}\0${q.kernel ?? ''}\0`).update(body).digest('hex');
 }
 
 function formatOf(contentType: string | undefined): BodyFormat {

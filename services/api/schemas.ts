@@ -63,10 +63,20 @@ export const UploadReply = {
     job: { type: 'string' },
     accepted: { type: 'integer' },
     rejected: { type: 'integer' },
-    duplicate: { type: 'boolean', description: 'The same upload was queued before; it is not checked or counted again.' },
+    duplicate: { type: 'boolean', description: 'The same upload was queued before (or is being queued by a concurrent request): job, accepted and rejected are that first upload\'s; it is not checked or counted again.' },
     status: { type: 'string', description: 'URL of the job status' },
     errors: { type: 'array', items: SampleError },
     errors_truncated: { type: 'boolean' },
+  },
+} as const;
+
+export const ConflictReply = {
+  type: 'object',
+  description: 'The Idempotency-Key (or, without one, these bytes) was used for a different request within the idempotency window; nothing of this request was queued.',
+  properties: {
+    error: { type: 'string', enum: ['idempotency_conflict'] },
+    job: { type: 'string', description: 'The job id the key names (the first request\'s batch)' },
+    message: { type: 'string' },
   },
 } as const;
 

@@ -4,6 +4,8 @@ export class Keys {
   constructor(readonly prefix: string) {}
   /** The uploaded batch bytes, referenced by the job (job data stays small). */
   body(jobId: string): string { return `${this.prefix}:body:${jobId}`; }
+  /** Who won the upload's job id and what it was answered (claims.ts): the atomic idempotency claim. */
+  claim(jobId: string): string { return `${this.prefix}:claim:${jobId}`; }
   /** Set once the batch's results were committed: the idempotency marker. */
   done(jobId: string): string { return `${this.prefix}:done:${jobId}`; }
   /** A batch's attempts so far (dead-letter.ts): started, not yet ended, first and last start. */

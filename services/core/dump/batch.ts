@@ -938,7 +938,9 @@ const encoder = new TextEncoder();
 // ignoreBOM keeps a leading U+FEFF, as Buffer#toString('utf8') does; invalid bytes become U+FFFD.
 const utf8 = new TextDecoder('utf-8', { ignoreBOM: true });
 let scratch = new Uint8Array(1 << 16);
-const SCRATCH_MAX = 16 * 1024 * 1024;
+// A long-lived process keeps what it reuses: 4 MiB holds a 500-sample batch several times over,
+// and a bigger upload pays one allocation (zeroed pages, ~2 % of its parse) instead of pinning 16 MiB.
+const SCRATCH_MAX = 4 * 1024 * 1024;
 
 // The last hex number read (readHex), as 32-bit halves.
 let HI = 0;
