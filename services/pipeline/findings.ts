@@ -20,6 +20,7 @@ import type { Redis } from 'ioredis';
 import type { Keys } from './keys.ts';
 import { runScript } from './redis.ts';
 import { CursorError, decodeCursor, encodeCursor } from './trace-store.ts';
+import { pageByScore } from './paging.ts';
 
 /** Characters of an operator's note on a finding. */
 export const MAX_NOTE = 2000;
@@ -84,7 +85,6 @@ export interface FindingsQuery {
   limit: number;
 }
 
-const MAX_SCAN = 5000;
 
 export const FINDING_ID_RE = /^[0-9a-f]{16}$/;
 
@@ -140,59 +140,25 @@ export class FindingsStore {
       maxScore = c.score;
       afterId = c.id;
     }
-    const items: StoredFinding[] = [];
-    const chunk = Math.max(q.limit * 2, 50);
-    let scanned = 0;
-    let offset = 0;
-    let last: { score: number; id: string } | undefined;
-    let done = false;
-    while (items.length < q.limit && scanned < MAX_SCAN) {
-      const raw = await this.redis.zrevrangebyscore(key, maxScore === Infinity ? '+inf' : String(maxScore), '-inf', 'WITHSCORES', 'LIMIT', offset, chunk);
-      const n = raw.length / 2;
-      if (n === 0) {
-        done = true;
-        break;
-      }
-      const cands: { id: string; score: number }[] = [];
-      for (let i = 0; i < raw.length; i += 2) {
-        const id = raw[i]!;
-        const score = Number(raw[i + 1]);
-        // Equal scores come in reverse id order: those at or above the cursor's id were shown.
-        if (afterId !== undefined && score === maxScore && id >= afterId) continue;
-        cands.push({ id, score });
-      }
+    const page = await pageByScore<StoredFinding>(this.redis, key, { maxScore, afterId }, q.limit, async (cands) => {
       const pipe = this.redis.pipeline();
       for (const c of cands) pipe.hgetall(this.keys.finding(c.id));
-      const rows = cands.length > 0 ? ((await pipe.exec()) ?? []) : [];
-      let i = 0;
-      for (; i < cands.length && items.length < q.limit; i++) {
-        const c = cands[i]!;
-        last = c;
-        scanned++;
+      const rows = (await pipe.exec()) ?? [];
+      return cands.map((c, i) => {
         const [err, h] = rows[i] ?? [null, null];
         if (err) throw err;
         const row = h as Record<string, string> | null;
-        if (!row?.title) continue;
+        if (!row?.title) return undefined;
         const f = parseFinding(c.id, row);
-        if (q.state !== undefined && f.state !== q.state) continue;
-        if (q.strategy !== undefined && f.strategy !== q.strategy) continue;
-        if (q.kernel !== undefined && !f.kernels.includes(q.kernel)) continue;
-        items.push(f);
-      }
-      if (n < chunk && i === cands.length) {
-        done = true;
-        break;
-      }
-      if (cands.length > 0) {
-        maxScore = last!.score;
-        afterId = last!.id;
-        offset = 0;
-      } else {
-        offset += chunk;
-      }
-    }
+        if (q.state !== undefined && f.state !== q.state) return undefined;
+        if (q.strategy !== undefined && f.strategy !== q.strategy) return undefined;
+        if (q.kernel !== undefined && !f.kernels.includes(q.kernel)) return undefined;
+        return f;
+      });
+    });
+    const items = page.items;
     await this.pruneExamples(items);
-    return { items, next: !done && last ? encodeCursor(last.score, last.id) : null };
+    return { items, next: page.next ? encodeCursor(page.next.score, page.next.id) : null };
   }
 
   /** `<state>:<strategy>` -> findings, from the tallies the scripts keep. */

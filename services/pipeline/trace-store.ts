@@ -21,6 +21,7 @@
 //   counters:pending LIST committed batches' counter increments not yet in metrics/sum:* (FOLD_FN)
 //   done:<job>    STRING the batch was committed (expires after the idempotency window)
 //   finding:<id>, findings:*   the batch's findings (findings.ts), applied by the same script
+import { pageByScore } from './paging.ts';
 import type { Redis } from 'ioredis';
 import { FINDINGS_FN, findingsArg, type FindingDelta } from './findings-batch.ts';
 import type { Keys } from './keys.ts';
@@ -238,7 +239,6 @@ if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then redis.call('SADD', KEYS
 return 0
 `;
 
-const MAX_SCAN = 5000;
 
 export interface StoreLimits {
   traceMax: number;
@@ -398,58 +398,21 @@ export class TraceStore {
       }
     }
     const min = q.since !== undefined ? String(q.since * 1000) : '-inf';
-    const items: TraceMeta[] = [];
-    const chunk = Math.max(q.limit * 2, 50);
-    let scanned = 0;
-    let offset = 0;
-    let last: { score: number; id: string } | undefined;
-    let done = false;
-    while (items.length < q.limit && scanned < MAX_SCAN) {
-      const max = maxScore === Infinity ? '+inf' : String(maxScore);
-      const raw = await this.redis.zrevrangebyscore(key, max, min, 'WITHSCORES', 'LIMIT', offset, chunk);
-      const n = raw.length / 2;
-      if (n === 0) {
-        done = true;
-        break;
-      }
-      const cands: { id: string; score: number }[] = [];
-      for (let i = 0; i < raw.length; i += 2) {
-        const id = raw[i]!;
-        const score = Number(raw[i + 1]);
-        // Equal scores come in reverse id order: those at or above the cursor's id were shown.
-        if (afterId !== undefined && score === maxScore && id >= afterId) continue;
-        cands.push({ id, score });
-      }
-      const metas = cands.length > 0 ? await this.redis.hmget(k.traceMeta, ...cands.map((c) => c.id)) : [];
-      let i = 0;
-      for (; i < cands.length && items.length < q.limit; i++) {
-        const c = cands[i]!;
-        last = c;
-        scanned++;
+    const page = await pageByScore<TraceMeta>(this.redis, key, { maxScore, afterId, min }, q.limit, async (cands) => {
+      const metas = await this.redis.hmget(k.traceMeta, ...cands.map((c) => c.id));
+      return cands.map((c, i) => {
         const m = metas[i];
-        if (m == null) continue;
+        if (m == null) return undefined;
         const meta = parseMeta(c.id, c.score, m);
-        if (q.host !== undefined && meta.host !== q.host) continue;
-        if (q.kernel !== undefined && meta.kernel !== q.kernel) continue;
-        if (q.status !== undefined && meta.status !== q.status) continue;
-        if (q.strategy !== undefined && !meta.strategies.includes(q.strategy)) continue;
-        if (q.reason !== undefined && !meta.reasons.includes(q.reason)) continue;
-        items.push(meta);
-      }
-      if (n < chunk && i === cands.length) {
-        done = true;
-        break;
-      }
-      if (cands.length > 0) {
-        maxScore = last!.score;
-        afterId = last!.id;
-        offset = 0;
-      } else {
-        // A run of equal scores longer than a chunk, all shown already: page past it.
-        offset += chunk;
-      }
-    }
-    return { items, next: !done && last ? encodeCursor(last.score, last.id) : null };
+        if (q.host !== undefined && meta.host !== q.host) return undefined;
+        if (q.kernel !== undefined && meta.kernel !== q.kernel) return undefined;
+        if (q.status !== undefined && meta.status !== q.status) return undefined;
+        if (q.strategy !== undefined && !meta.strategies.includes(q.strategy)) return undefined;
+        if (q.reason !== undefined && !meta.reasons.includes(q.reason)) return undefined;
+        return meta;
+      });
+    });
+    return { items: page.items, next: page.next ? encodeCursor(page.next.score, page.next.id) : null };
   }
 
   async summary(kind: 'host' | 'kernel', value: string): Promise<Record<string, string>> {
