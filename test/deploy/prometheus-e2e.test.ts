@@ -167,8 +167,8 @@ test('Prometheus computes the same failure ratio the service counted, and FalseR
     return r.data.alerts.some((a) => a.labels.alertname === 'FalseReliableUnwind' && a.state === 'firing');
   }, 40_000, 500);
   // The workers are up, so CheckerWorkersDown stays silent.
-  const up = await promQuery('sum(up{job="stacksanity-worker"})');
-  assert.equal(Number(up[0]?.value[1]), 2);
+  // (Waited for: under load Prometheus may not have scraped both workers yet at this instant.)
+  await waitFor('both workers scraped and up', async () => Number((await promQuery('sum(up{job="stacksanity-worker"})'))[0]?.value[1]) === 2, 30_000, 500);
 });
 
 test('NewUnwindFinding fires on the faults\' findings; marked known, their later failures count as known', { skip, timeout: 120_000 }, async () => {

@@ -435,6 +435,16 @@ export interface EntryCrossing {
  * - a return into __irqentry_text followed by an ordinary caller: the section strategy would
  *   decode pt_regs where ORC says there are none (mismatch).
  */
+/** The word just above slot, when it is a return address into the IDT stubs' section. */
+function stubReturnAbove(space: StackSpace, slot: bigint, irq: { startS: number; endS: number }): { ret: bigint; retS: number } | undefined {
+  const lin = space.locateBig((slot + 8n) & U64, 8);
+  if (lin < 0) return undefined;
+  const v = space.readBig(lin);
+  if (v === undefined) return undefined;
+  const retS = Number(BigInt.asIntN(64, v));
+  return retS >= irq.startS && retS < irq.endS ? { ret: v, retS } : undefined;
+}
+
 export function crossCheckEntries(profile: KernelProfile, u: Pick<UnwindResult, 'frames' | 'userRegsAt'>, space: StackSpace): EntryCrossing[] {
   const out: EntryCrossing[] = [];
   // User-mode pt_regs end the trace without a frame; the boundary into them is checked all the same.
@@ -464,8 +474,24 @@ export function crossCheckEntries(profile: KernelProfile, u: Pick<UnwindResult, 
         const lin = space.locateBig(expected, 8);
         expected = lin >= 0 ? space.readBig(lin) : undefined;
       }
-      if (expected !== undefined && expected === f.regsAt) out.push({ frame: i, result: 'agree', entry: stub.entry, message: `${stub.entry} at ${stubName}: pt_regs at ${formatHex64(expected)}` });
-      else out.push({ frame: i, result: 'mismatch', entry: stub.entry, message: `${stubName}: the section strategy reads pt_regs at ${expected === undefined ? '(uncaptured pointer)' : formatHex64(expected)}, ORC decoded them at ${formatHex64(f.regsAt!)}` });
+      if (expected !== undefined && expected === f.regsAt) {
+        out.push({ frame: i, result: 'agree', entry: stub.entry, message: `${stub.entry} at ${stubName}: pt_regs at ${formatHex64(expected)}` });
+        continue;
+      }
+      // An entry helper the stub called (error_entry, paranoid_entry: entry text, not an IDT stub)
+      // re-pushes the stub's return address just below pt_regs (PUSH_AND_CLEAR_REGS save_ret=1),
+      // so the word above the helper's return address is the stub's: the section strategy reads
+      // pt_regs from that one.
+      const via = irq !== undefined ? stubReturnAbove(space, prev.slot!, irq) : undefined;
+      if (via !== undefined) {
+        const vstub = profile.stubAtS(via.retS);
+        const vexpected = (prev.slot! + 8n + BigInt(vstub.offset)) & U64;
+        if (!vstub.indirect && vexpected === f.regsAt) {
+          out.push({ frame: i, result: 'agree', entry: vstub.entry, message: `${vstub.entry} at ${profile.symbols.format(via.ret, true)} (through ${stubName}): pt_regs at ${formatHex64(vexpected)}` });
+          continue;
+        }
+      }
+      out.push({ frame: i, result: 'mismatch', entry: stub.entry, message: `${stubName}: the section strategy reads pt_regs at ${expected === undefined ? '(uncaptured pointer)' : formatHex64(expected)}, ORC decoded them at ${formatHex64(f.regsAt!)}` });
       continue;
     }
     if (f.kind === 'call' && prev.kind === 'call' && irq !== undefined && prev.ipS >= irq.startS && prev.ipS < irq.endS) {
