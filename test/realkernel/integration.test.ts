@@ -65,6 +65,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
     const orc = session.build.orc;
     let thunk = 0;
     let switching = 0;
+    let helperWindow = 0;
     for (const c of all.filter((x) => kernelMode(x.sample))) {
       const r = c.check.results.find((x) => x.strategy === 'orc')!;
       const where = `${c.sample.comm} ${c.where} ip=${c.sample.regs!.ip!.toString(16)}: ${r.unwind.message ?? ''}`;
@@ -76,6 +77,16 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
         assert.ok(c.singleStep, where);
         assert.ok(['orc_undefined', 'non_text_return_address', 'frame_not_ascending'].includes(r.reason!), where);
         thunk++;
+        continue;
+      }
+      const row = orc.find(Number(BigInt.asIntN(64, c.sample.regs!.ip!)));
+      if (r.unwind.outcome === 'error' && r.unwind.frames.length === 1 && /^asm_/.test(startFn) && orc.type[row] === ORC_TYPE.REGS_PARTIAL && orc.type[row + 1] === ORC_TYPE.REGS) {
+        // Right after an IDT stub's `call error_entry` (before `mov %rax,%rsp` and its REGS hint):
+        // error_entry has pushed the full pt_regs and returned, but 6.1's ORC row still describes
+        // the iret frame as it was before the call, so the kernel's own unwinder misreads it too.
+        // A genuine one-instruction blind spot of the kernel's ORC data: a finding, not a crash.
+        assert.ok(r.reason !== undefined && r.unwind.message !== undefined, where);
+        helperWindow++;
         continue;
       }
       if (r.unwind.outcome === 'error' && /^__switch_to_asm\+/.test(startFn)) {
@@ -103,6 +114,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
     }
     t.diagnostic(`${thunk} single-step samples inside a retpoline thunk's return-address rewrite; ${switching} mid task switch`);
     assert.ok(switching <= all.length / 50, `${switching} samples stopped inside __switch_to_asm`);
+    assert.ok(helperWindow <= all.length / 50, `${helperWindow} samples right after an IDT stub's call error_entry`);
   });
 
   test('user pt_regs lie at the top of the task stack and hold a user ip', () => {
