@@ -5,8 +5,6 @@
 // nothing; the findings cap holds. Real Redis, unique prefix; the API and a worker in this process.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fork, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { ApiServer } from '../../services/api/server.ts';
 import { TokenSet } from '../../services/api/tokens.ts';
@@ -21,7 +19,7 @@ import { formatTextDump } from '../../services/core/dump/text.ts';
 import { KernelProfile } from '../../services/core/symbols/profile.ts';
 import { checkSample } from '../../services/core/check/checker.ts';
 import { findingsOf } from '../../services/core/check/findings.ts';
-import { ROOT, SHARED_REDIS, TOKEN, auth, cleanup, startTestApi, testConfig, uniquePrefix, waitFor } from './helpers.ts';
+import { forkCheckerWorker, SHARED_REDIS, TOKEN, auth, cleanup, startTestApi, testConfig, uniquePrefix, waitFor } from './helpers.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const prefix = uniquePrefix('findings');
@@ -253,7 +251,7 @@ test('a batch retried after its commit adds nothing to any finding', { timeout: 
   await worker?.close();
   worker = undefined;
   const before = new Map((await listFindings()).items.map((f) => [f.id, f.count]));
-  const child = await startWorkerProcess('after-commit:60000');
+  const child = await forkCheckerWorker(prefix, { ...env, STACKSANITY_FAULT: 'after-commit:60000' });
   const samples: EmulatedSample[] = [];
   for (let i = 0; i < 300; i++) samples.push(fleet.nextInfo());
   const b: Batch = { job: '', samples, receivedAt: '' };
@@ -281,17 +279,6 @@ test('a batch retried after its commit adds nothing to any finding', { timeout: 
   assert.equal(after.reduce((a, f) => a + f.count, 0), [...before.values()].reduce((a, n) => a + n, 0) + exp.faulted);
 });
 
-function startWorkerProcess(fault: string): Promise<ChildProcess> {
-  const child = fork(join(ROOT, 'workers', 'checker.ts'), [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, ...env, STACKSANITY_PREFIX: prefix, REDIS_URL: SHARED_REDIS, STACKSANITY_FAULT: fault, METRICS_PORT: '' },
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', () => resolve(child));
-    child.once('exit', (code) => reject(new Error(`worker exited early (${code})`)));
-  });
-}
 
 test('a worker sees a state change at its next look at Redis (every STACKSANITY_FINDINGS_REVALIDATE_MS), not before', async () => {
   const p = uniquePrefix('findings-known');

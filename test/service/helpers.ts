@@ -1,6 +1,7 @@
 // Shared by the service tests: a unique hash-tagged key prefix per run on the real Redis at
 // 127.0.0.1:6379 (deleted afterwards), configs, the shipped example as input, polling helpers.
 import { randomBytes } from 'node:crypto';
+import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,4 +91,20 @@ export function startTestApi(cfg: ServiceConfig, opts: Parameters<typeof startAp
 export async function putDemoSymbols(api: ApiServer): Promise<void> {
   const r = await api.app.inject({ method: 'POST', url: `/v1/kernels/${DEMO_BUILD}/symbols`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: DEMO_KALLSYMS });
   assert.equal(r.statusCode, 201, r.body);
+}
+
+/**
+ * A checker worker as its own process (workers/checker.ts) on the shared Redis under `prefix`,
+ * resolved once it reports ready; `env` adds the test's settings and hooks.
+ */
+export function forkCheckerWorker(prefix: string, env: NodeJS.ProcessEnv = {}, stderr: 'inherit' | 'ignore' = 'inherit'): Promise<ChildProcess> {
+  const child = fork(join(ROOT, 'workers', 'checker.ts'), [], {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, ...env, STACKSANITY_PREFIX: prefix, REDIS_URL: SHARED_REDIS, METRICS_PORT: '' },
+    stdio: ['ignore', 'ignore', stderr, 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    child.once('message', () => resolve(child));
+    child.once('exit', (code, sig) => reject(new Error(`worker exited early (${code ?? sig})`)));
+  });
 }

@@ -4,8 +4,7 @@
 // gauge), and once the cause is gone `stacksanity replay` has it checked exactly once.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { fork, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
 import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, traceStore } from '../../services/pipeline/queue.ts';
@@ -19,7 +18,7 @@ import type { ServiceConfig } from '../../services/pipeline/config.ts';
 import { runReplay } from '../../services/cli/replay.ts';
 import { freePort } from '../../services/pipeline/redis-server.ts';
 import {
-  DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, auth, cleanup, demoVariant, metricSum, putDemoSymbols,
+  DEMO_BUILD, DEMO_DUMP, DEMO_KALLSYMS, DEMO_SAMPLES, DEMO_STRATEGIES, forkCheckerWorker, SHARED_REDIS, auth, cleanup, demoVariant, metricSum, putDemoSymbols,
   startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
@@ -43,17 +42,6 @@ async function tearDown(e: Env | undefined): Promise<void> {
   await cleanup(e.prefix);
 }
 
-function startWorkerProcess(e: Env, hooks: Record<string, string>): Promise<ChildProcess> {
-  const child = fork(join(ROOT, 'workers', 'checker.ts'), [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, ...e.env, ...hooks, STACKSANITY_PREFIX: e.prefix, REDIS_URL: SHARED_REDIS, METRICS_PORT: '' },
-    stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', () => resolve(child));
-    child.once('exit', (code, sig) => reject(new Error(`worker exited early (${code ?? sig})`)));
-  });
-}
 
 async function upload(e: Env, host: string): Promise<string> {
   const up = await e.api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant(host) });
@@ -97,7 +85,7 @@ describe('the shipped lock and stall-check settings', () => {
     const env = e!;
     const before = await unwindTotal(env);
     // 12 samples x 5 s: the slowed worker would hold the batch for a minute.
-    const slow = await startWorkerProcess(env, { STACKSANITY_TEST_SAMPLE_DELAY_MS: '5000' });
+    const slow = await forkCheckerWorker(env.prefix, { ...env.env, STACKSANITY_TEST_SAMPLE_DELAY_MS: '5000' }, 'ignore');
     const id = await upload(env, 'stall-a');
     await waitFor('the slowed worker to take the batch', async () => (await env.api.queue.getJobState(id)) === 'active');
     // The rescuer is up before the kill: what is measured is recovery, not a worker's start.
@@ -143,7 +131,7 @@ describe('a poison batch', () => {
     const parked = await waitFor('the batch in the dead-letter list', async () => {
       if (worker === undefined || worker.exitCode !== null || worker.signalCode !== null) {
         if (worker?.signalCode === 'SIGKILL') deaths++;
-        worker = await startWorkerProcess(env, hooks);
+        worker = await forkCheckerWorker(env.prefix, { ...env.env, ...hooks }, 'ignore');
       }
       return dl.get(id);
     }, 60_000, 200);

@@ -3,14 +3,12 @@
 // committed but before the job was acknowledged.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fork, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, traceStore } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import {
-  DEMO_SAMPLES, DEMO_STRATEGIES, ROOT, SHARED_REDIS, auth, cleanup, demoVariant, putDemoSymbols,
+  DEMO_SAMPLES, DEMO_STRATEGIES, forkCheckerWorker, SHARED_REDIS, auth, cleanup, demoVariant, putDemoSymbols,
   startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
@@ -34,17 +32,6 @@ after(async () => {
   await cleanup(prefix);
 });
 
-function startWorkerProcess(fault: string): Promise<ChildProcess> {
-  const child = fork(join(ROOT, 'workers', 'checker.ts'), [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, ...env, STACKSANITY_PREFIX: prefix, REDIS_URL: SHARED_REDIS, STACKSANITY_FAULT: fault, METRICS_PORT: '' },
-    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-  });
-  return new Promise((resolve, reject) => {
-    child.once('message', () => resolve(child));
-    child.once('exit', (code) => reject(new Error(`worker exited early (${code})`)));
-  });
-}
 
 async function unwindTotal(): Promise<number> {
   const h = await traceStore(cfg, redis, keys).metricTotals();
@@ -56,7 +43,7 @@ async function unwindTotal(): Promise<number> {
 async function killMidBatch(fault: string, host: string): Promise<{ job: Record<string, unknown>; before: number; traces: number }> {
   const before = await unwindTotal();
   const tracesBefore = await redis.hlen(keys.traces);
-  const child = await startWorkerProcess(fault);
+  const child = await forkCheckerWorker(prefix, { ...env, STACKSANITY_FAULT: fault });
   const up = await api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant(host) });
   assert.equal(up.statusCode, 202, up.body);
   const id = JSON.parse(up.body).job as string;
