@@ -469,6 +469,7 @@ async function main(): Promise<number> {
     const indices = ONLY ?? Array.from({ length: UPLOADS }, (_, i) => i);
     const tally = new Map<string, { n: number; kinds: Map<string, number> }>();
     const byKind = new Map<string, Map<string, number>>();
+    const msByKind = new Map<string, { sum: number; max: number }>();
     let pos = 0;
     let sent = 0;
     let maxMs = 0;
@@ -495,6 +496,10 @@ async function main(): Promise<number> {
         const k = byKind.get(family) ?? new Map<string, number>();
         k.set(String(a.status || a.error), (k.get(String(a.status || a.error)) ?? 0) + 1);
         byKind.set(family, k);
+        const m = msByKind.get(family) ?? { sum: 0, max: 0 };
+        m.sum += a.ms;
+        m.max = Math.max(m.max, a.ms);
+        msByKind.set(family, m);
         if (sent % 2000 === 0) log(`  ${sent} uploads, ${((Date.now() - t0) / 1000).toFixed(0)} s, ${offences.length} broken promise(s)`);
       }
     };
@@ -556,9 +561,11 @@ async function main(): Promise<number> {
       const [st, err] = key.split('\t');
       out.push(`| ${st} | ${err} | ${t.n} | ${[...t.kinds].sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k} ${n}`).join(', ')} |`);
     }
-    out.push('', '| mutation family | uploads | answers |', '|---|---:|---|');
+    out.push('', '| mutation family | uploads | answers | answer time mean / max |', '|---|---:|---|---:|');
     for (const [k, m] of [...byKind].sort((x, y) => x[0].localeCompare(y[0]))) {
-      out.push(`| ${k} | ${[...m.values()].reduce((x, y) => x + y, 0)} | ${[...m].sort((x, y) => y[1] - x[1]).map(([st, n]) => `${n}× ${st}`).join(', ')} |`);
+      const n = [...m.values()].reduce((x, y) => x + y, 0);
+      const t = msByKind.get(k)!;
+      out.push(`| ${k} | ${n} | ${[...m].sort((x, y) => y[1] - x[1]).map(([st, c]) => `${c}× ${st}`).join(', ')} | ${(t.sum / n).toFixed(0)} / ${t.max.toFixed(0)} ms |`);
     }
     const promises: [string, boolean, string][] = [
       ['every answer kept the per-request promises (no 5xx but 503 + Retry-After, no hang, no 202 for what must be refused)', offences.length === 0, `${offences.length} broken`],
