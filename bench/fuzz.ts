@@ -337,7 +337,7 @@ interface Answer {
   text?: string;
 }
 
-function send(base: string, agent: Agent, s: Spec): Promise<Answer> {
+function send(base: string, agent: Agent, s: Spec, timeoutMs = TIMEOUT_MS): Promise<Answer> {
   const t0 = performance.now();
   return new Promise((resolve) => {
     let settled = false;
@@ -372,7 +372,7 @@ function send(base: string, agent: Agent, s: Spec): Promise<Answer> {
     const timer = setTimeout(() => {
       finish({ status: 0, error: 'timeout', retryAfter: false });
       req.destroy();
-    }, TIMEOUT_MS);
+    }, timeoutMs);
     req.on('error', (e: NodeJS.ErrnoException) => finish({ status: 0, error: `closed (${e.code ?? e.message})`, retryAfter: false }));
     if (s.chunked) {
       for (let o = 0; o < s.body.length; o += 1 << 20) req.write(s.body.subarray(o, o + (1 << 20)));
@@ -453,7 +453,7 @@ async function main(): Promise<number> {
     for (const [n, b] of bases.entries()) {
       for (const gz of [false, true]) {
         const s: Spec = { index: -1, kind: 'warm-up', path: '/v1/samples', headers: { ...auth, 'content-type': b.type, 'idempotency-key': `warm-${n}-${gz}` }, body: gz ? gzipSync(b.body) : b.body, chunked: false, oversized: false };
-        const a = await send(base, agent, s);
+        const a = await send(base, agent, s, 60_000);
         if (a.status !== 202) throw new Error(`warm-up upload of ${b.name}${gz ? ' (gzip)' : ''} answered ${a.status} ${a.error}`);
         note202(s, a);
       }
