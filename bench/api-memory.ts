@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { getHeapStatistics, writeHeapSnapshot } from 'node:v8';
 import { gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { deletePrefix } from './service.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 // The driver makes the token; the API process reads it from its environment.
@@ -185,7 +185,7 @@ async function runOnce(label: string, env: Record<string, string>): Promise<Run>
   if (snapshots) console.error(`heap snapshot: ${((await ask('snapshot', 'after')) as { file: string }).file}`);
   c.send({ t: 'stop' });
   await new Promise((r) => c.once('exit', r));
-  await cleanup(prefix);
+  await deletePrefix(REDIS_URL, prefix);
 
   return { label, before, peak: peak ?? after, after, idle: idleR, burstMs, statuses, gzipMb: large[0]!.length / MB };
 }
@@ -216,20 +216,6 @@ async function main(): Promise<void> {
 
 function row(name: string, r: Reading): string {
   return `| ${name} | ${mb(r.rss)} | ${mb(r.rssAnon)} | ${mb(r.rssFile)} | ${mb(r.heapUsed)} | ${mb(r.heapTotal)} | ${mb(r.external)} | ${mb(r.arrayBuffers)} | ${mb(r.malloced)} |`;
-}
-
-async function cleanup(prefix: string): Promise<void> {
-  const r = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
-  try {
-    let cursor = '0';
-    do {
-      const [nextCursor, keys] = await r.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
-      cursor = nextCursor;
-      if (keys.length) await r.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    r.disconnect();
-  }
 }
 
 if (process.argv.includes('--child')) await child();

@@ -11,23 +11,21 @@
 // that a kill lands inside one), BENCH_WAITING (batches kept waiting, default 4), BENCH_KILL_GAP
 // (ms between a recovery and the next kill, default 2000), BENCH_MAX_SECONDS (hard stop, default
 // 600). Stops by itself; every process it started is stopped.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { Agent, request } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { Redis } from 'ioredis';
 import { feederSource } from '../services/pipeline/feed.ts';
-import { freePort, startPrivateRedis } from '../services/pipeline/redis-server.ts';
+import { startPrivateRedis } from '../services/pipeline/redis-server.ts';
 import { loadConfig } from '../services/pipeline/config.ts';
 import { createQueue, traceStore } from '../services/pipeline/queue.ts';
 import { DeadLetters } from '../services/pipeline/dead-letter.ts';
 import { Keys } from '../services/pipeline/keys.ts';
+import { ROOT, checkedSamples, mib, rssOf, sleep, startServe, workerPids, type ServeHandle } from './service.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const KILLS = Number(process.env.BENCH_KILLS ?? 10);
 const BATCH = Number(process.env.BENCH_BATCH ?? 2000);
 const WAITING = Number(process.env.BENCH_WAITING ?? 4);
@@ -37,38 +35,8 @@ const TOKEN = `soak-${randomBytes(8).toString('hex')}-token`;
 const PREFIX = `{ss-soak-${randomBytes(4).toString('hex')}}`;
 
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const started = Date.now();
 const timeLeft = (): number => MAX_SECONDS * 1000 - (Date.now() - started);
-
-function rssOf(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').map(Number).filter((n) => n > 0);
-  } catch {
-    return [];
-  }
-}
-
-function workerPids(servePid: number): number[] {
-  return childrenOf(servePid).filter((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('workers/checker.ts');
-    } catch {
-      return false;
-    }
-  });
-}
-
-const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MB`;
 
 const dir = mkdtempSync(join(tmpdir(), 'stacksanity-soak-'));
 const redisServer = await startPrivateRedis(join(dir, 'redis'));
@@ -76,7 +44,7 @@ const cfg = loadConfig({ ...process.env, REDIS_URL: redisServer.url, STACKSANITY
 const redis = new Redis(redisServer.url, { maxRetriesPerRequest: null });
 const queue = createQueue(cfg, redis);
 const keys = new Keys(PREFIX);
-let serve: ChildProcess | undefined;
+let serve: ServeHandle | undefined;
 let exitCode = 0;
 try {
   const source = await feederSource({ root: ROOT, hosts: 16, seed: 23, warn: log });
@@ -84,32 +52,15 @@ try {
   for (let i = 0; i < 8; i++) bodies.push(gzipSync(source.batch(BATCH), { level: 1 }));
   log(`${bodies.length} distinct bodies of ${BATCH} samples (${source.kind}), each sent under its own Idempotency-Key`);
 
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  serve = spawn(process.execPath, [join(ROOT, 'bin', 'stacksanity.js'), 'serve', '--no-feeder', '--workers', '2'], {
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redisServer.url, STACKSANITY_PREFIX: PREFIX, STACKSANITY_TOKENS: `soak:${TOKEN}`, STACKSANITY_RATE_LIMIT: '1000000', LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let banner = '';
-  let restarts = 0;
-  serve.stdout!.on('data', (d: Buffer) => (banner += d.toString()));
-  serve.stderr!.on('data', (d: Buffer) => {
-    const s = d.toString();
-    restarts += (s.match(/restarting in 1 s/g) ?? []).length;
-    for (const l of s.split('\n')) if (l && !/restarting in 1 s/.test(l)) log(`  serve: ${l}`);
-  });
-  for (const t = Date.now(); !banner.includes('Ctrl-C');) {
-    if (Date.now() - t > 30_000) throw new Error('serve did not start');
-    await sleep(100);
-  }
-  const servePid = serve.pid!;
+  serve = await startServe({ workers: 2, redisUrl: redisServer.url, prefix: PREFIX, token: TOKEN, name: 'soak', log });
+  const base = serve.base;
+  const servePid = serve.pid;
   const auth = { authorization: `Bearer ${TOKEN}` };
   for (const k of source.kernels) {
     await fetch(`${base}/v1/kernels/${k.buildId}/profile`, { method: 'PUT', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(k.profile) });
     const r = await fetch(`${base}/v1/kernels/${k.buildId}/symbols`, { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: k.kallsyms });
     if (r.status !== 201) throw new Error(`kernel upload: ${r.status} ${await r.text()}`);
   }
-  while (workerPids(servePid).length < 2) await sleep(100);
   await sleep(2000);
   const rssBefore = rssOf(servePid);
   let rssPeak = rssBefore;
@@ -202,12 +153,7 @@ try {
     uncommitted = uncommitted.filter((_, i) => d[i] === 0);
     if (uncommitted.length > 0 && (await dl.count()) >= uncommitted.length) break;
   }
-  const store = traceStore(cfg, redis, keys);
-  let checked = 0;
-  for (const h of await store.hosts()) {
-    const s = await store.summary('host', h);
-    checked += Number(s.samples ?? 0) + Number(s.callchain_only ?? 0) + Number(s.unprofiled ?? 0);
-  }
+  const checked = await checkedSamples(redis, keys, traceStore(cfg, redis, keys));
   const parked = await dl.count();
   await sleep(5000);
   clearInterval(rssTimer);
@@ -219,7 +165,7 @@ try {
     `bench:soak — ${new Date().toISOString()}`,
     `machine: nproc ${cpu.length}, ${cpu[0]?.model ?? '?'}; Node ${process.version}; load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
     `settings: lock ${cfg.lockDurationMs} ms, stall check ${cfg.stalledIntervalMs} ms, max stalls ${cfg.maxStalls}; batches of ${BATCH} samples; ${((Date.now() - started) / 1000).toFixed(0)} s`,
-    `kills: ${kills.length} SIGKILLs (${missed} landed between batches), serve restarted a worker ${restarts} times`,
+    `kills: ${kills.length} SIGKILLs (${missed} landed between batches), serve restarted a worker ${serve.restarts()} times`,
     `recovery (kill -> the killed worker's batches committed by another): ${rec.map((ms) => (ms / 1000).toFixed(2)).join(', ')} s; max ${rec.length ? (rec[rec.length - 1]! / 1000).toFixed(2) : '-'} s`,
     `uploads ${uploads}, samples accepted ${accepted}, checked ${checked}: ${accepted - checked} lost or extra; batches uncommitted ${uncommitted.length}, parked ${parked}`,
     `API (serve) RSS: ${mib(rssBefore)} before, ${mib(rssPeak)} peak, ${mib(rssAfter)} after (5 s idle)`,
@@ -231,14 +177,7 @@ try {
     exitCode = 1;
   }
 } finally {
-  if (serve && serve.exitCode === null && serve.signalCode === null) {
-    const s = serve;
-    const exited = new Promise((r) => s.once('exit', r));
-    s.kill('SIGTERM');
-    const timer = setTimeout(() => s.kill('SIGKILL'), 30_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  await serve?.stop();
   await queue.close().catch(() => undefined);
   redis.disconnect();
   await redisServer.stop();
