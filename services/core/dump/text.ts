@@ -16,6 +16,10 @@ import { PT_REGS_FIELDS, STACK_TYPES, type PtRegsField, type StackType } from '.
 import { callchainFlags } from './callchain-flags.ts';
 import { HEX_DIGITS, HexReader } from './hex.ts';
 
+/** perf prints a header in well under 1 KiB; a longer line is refused unparsed (a header regex over
+ *  a 64 MiB line took seconds). */
+export const MAX_HEADER_CHARS = 64 * 1024;
+
 export interface TextParseOptions {
   /** Named in source refs and error messages. */
   file?: string;
@@ -464,6 +468,7 @@ class TextDumpParser {
       // Resynchronise on a line that can only be a header: perf prints single-line samples, and
       // samples ending in a register line, without a blank line between them.
       if (t.charCodeAt(ls) === TAB || t.charCodeAt(i) === DOT || isAbiAt(t, i, end) || firstTokenIsHex(t, i, end)) return;
+      if (end - ls > MAX_HEADER_CHARS) return;
       const h = parseHeaderLine(t.slice(ls, end));
       if (h === undefined) return;
       this.skipping = false;
@@ -472,6 +477,10 @@ class TextDumpParser {
     }
     const b = this.block;
     if (b === undefined) {
+      if (end - ls > MAX_HEADER_CHARS) {
+        // Hostile or binary input (a decompressed run of one byte): refused before any parsing.
+        throw this.err('bad_header', 'header', `a line of ${end - ls} characters where a sample header (at most ${MAX_HEADER_CHARS}) belongs: not a sample header`);
+      }
       const h = parseHeaderLine(t.slice(ls, end));
       if (h === undefined) {
         if (!terminated) throw this.err('truncated', 'header', 'the input ends inside a sample header');

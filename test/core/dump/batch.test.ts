@@ -11,7 +11,7 @@ import { gunzipSync } from 'node:zlib';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
-import { formatTextDump, parseTextDump } from '../../../services/core/dump/text.ts';
+import { formatTextDump, parseTextDump, MAX_HEADER_CHARS } from '../../../services/core/dump/text.ts';
 import { hasFullState, type Sample } from '../../../services/core/dump/sample.ts';
 import { DumpError } from '../../../services/core/dump/errors.ts';
 import {
@@ -392,5 +392,24 @@ describe('transcodeTextDump agrees with parseTextDump', () => {
     for (let i = 0; i < n; i++) agrees(mutate(seeds[i % seeds.length]!, rnd), `mutation ${i}`);
     const fast = fastCount - before;
     assert.ok(fast > n * 0.05 && fast < n * 0.9, `fast path taken on ${fast} of ${n} mutations`);
+  });
+});
+
+describe('a line far longer than any header (a decompressed run of one byte)', () => {
+  it('is refused as bad_header without parsing it, and the samples after it still parse, in both readers', () => {
+    const demo = readFileSync(path.join(ROOT, 'examples', 'demo.dump'), 'utf8');
+    const want = parseTextDump(demo, { file: 'body' }).samples.length;
+    const text = 'A'.repeat(MAX_HEADER_CHARS + 1) + '\n\n' + demo;
+    const p = parseTextDump(text, { file: 'body' });
+    assert.equal(p.samples.length, want);
+    assert.equal(p.rejected.length, 1);
+    assert.equal(p.rejected[0]!.reason, 'bad_header');
+    assert.match(p.rejected[0]!.message, new RegExp(`a line of ${MAX_HEADER_CHARS + 1} characters`));
+    const t = transcodeTextDump(text, { file: 'body' });
+    assert.equal(t.samples.length, want);
+    assert.deepEqual(t.rejected.map((r) => r.reason), ['bad_header']);
+    // A line just within the bound is still looked at as a header (and refused for its content).
+    const q = parseTextDump('A'.repeat(MAX_HEADER_CHARS) + '\n', { file: 'body' });
+    assert.match(q.rejected[0]!.message, /not a sample header \(expected/);
   });
 });
