@@ -25,6 +25,7 @@ import { checkBatch } from '../services/pipeline/check-batch.ts';
 import { decodeBatch } from '../services/core/dump/batch.ts';
 import { KernelProfile, parseProfileOptions } from '../services/core/symbols/profile.ts';
 import type { FeedKernel } from '../services/pipeline/feed.ts';
+import { childrenOf, cpuSecondsOf, rssOf } from './service.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
@@ -42,46 +43,6 @@ function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-}
-
-function rssOf(pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of
- * 10 ms), plus its reaped children's: Redis forks to rewrite its append-only file, and that
- * child's CPU is Redis's work on the same cores.
- */
-function cpuOf(pid: number): number {
-  try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-/**
- * Child pids from /proc (the kernel's children list), falling back to ps. Read, not spawned, on
- * every RSS tick: a `ps` per tick cost the bench client more CPU than its HTTP uploads.
- */
-function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').map(Number).filter((n) => n > 0);
-  } catch {
-    try {
-      return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
-    } catch {
-      return [];
-    }
-  }
 }
 
 /**
@@ -284,7 +245,7 @@ async function main(): Promise<void> {
     ];
     // Redis's command statistics for the saturated phase alone (not the no-op baseline's jobs).
     await redis.config('RESETSTAT');
-    const cpuBefore = new Map(procs().map(([, p]) => [p, cpuOf(p)]));
+    const cpuBefore = new Map(procs().map(([, p]) => [p, cpuSecondsOf(p, true)]));
     const selfBefore = process.cpuUsage();
 
     // Phase 1: saturation, closed loop with INFLIGHT batches between upload and verdict.
@@ -294,7 +255,7 @@ async function main(): Promise<void> {
     await saturate(sat, SECONDS);
     const committedAtEnd = sat.committed;
     sat.seconds = (performance.now() - t1) / 1000;
-    const cpuUsed = procs().map(([name, p]) => [name, cpuOf(p) - (cpuBefore.get(p) ?? 0)] as [string, number]);
+    const cpuUsed = procs().map(([name, p]) => [name, cpuSecondsOf(p, true) - (cpuBefore.get(p) ?? 0)] as [string, number]);
     const self = process.cpuUsage(selfBefore);
     const satBatches = committedAtEnd / BATCH;
     // Where Redis's own CPU went, by command (Lua scripts show as eval/evalsha plus what they call).

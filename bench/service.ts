@@ -1,6 +1,7 @@
 // Shared by the benchmarks that drive the whole service from outside (bench:soak, fuzz,
 // bench:api-memory): `stacksanity serve` as a child process, its processes' memory from /proc,
 // the samples the workers counted, and the removal of a run's Redis keys.
+import { execFileSync } from 'node:child_process';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -25,22 +26,34 @@ export function rssOf(pid: number): number {
   }
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc (clock ticks of 10 ms). */
-export function cpuSecondsOf(pid: number): number {
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (clock ticks of
+ * 10 ms); with reapedChildren, plus its reaped children's (Redis forks to rewrite its append-only
+ * file, and that child's CPU is Redis's work on the same cores).
+ */
+export function cpuSecondsOf(pid: number, reapedChildren = false): number {
   try {
     const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
+    return (Number(f[11]) + Number(f[12]) + (reapedChildren ? Number(f[13]) + Number(f[14]) : 0)) / 100;
   } catch {
     return 0;
   }
 }
 
-function childrenOf(pid: number): number[] {
+/**
+ * Child pids from /proc (the kernel's children list), falling back to ps. Read, not spawned, on
+ * every tick: a `ps` per tick cost a bench client more CPU than its HTTP uploads.
+ */
+export function childrenOf(pid: number): number[] {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').map(Number).filter((n) => n > 0);
   } catch {
-    return [];
+    try {
+      return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)]).toString().split('\n').map((x) => Number(x.trim())).filter((n) => n > 0);
+    } catch {
+      return [];
+    }
   }
 }
 
