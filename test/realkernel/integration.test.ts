@@ -66,6 +66,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
     let thunk = 0;
     let switching = 0;
     let helperWindow = 0;
+    let undefinedRows = 0;
     for (const c of all.filter((x) => kernelMode(x.sample))) {
       const r = c.check.results.find((x) => x.strategy === 'orc')!;
       const where = `${c.sample.comm} ${c.where} ip=${c.sample.regs!.ip!.toString(16)}: ${r.unwind.message ?? ''}`;
@@ -87,6 +88,15 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
         // A genuine one-instruction blind spot of the kernel's ORC data: a finding, not a crash.
         assert.ok(r.reason !== undefined && r.unwind.message !== undefined, where);
         helperWindow++;
+        continue;
+      }
+      if (r.unwind.outcome === 'error' && r.reason === 'orc_undefined') {
+        // The kernel's own table has no unwind state for an address the walk reached (an undefined
+        // row: unwind_orc.c's `goto err`): the kernel's unwinder fails there as well. Rare under
+        // QEMU's timing (once in ~2,000 samples, in a single-stepped softirq), and reported as a
+        // finding; a systematic misreading would show as many of these.
+        t.diagnostic(`ORC row undefined: ${where}`);
+        undefinedRows++;
         continue;
       }
       if (r.unwind.outcome === 'error' && /^__switch_to_asm\+/.test(startFn)) {
@@ -115,6 +125,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
     t.diagnostic(`${thunk} single-step samples inside a retpoline thunk's return-address rewrite; ${switching} mid task switch`);
     assert.ok(switching <= all.length / 50, `${switching} samples stopped inside __switch_to_asm`);
     assert.ok(helperWindow <= all.length / 50, `${helperWindow} samples right after an IDT stub's call error_entry`);
+    assert.ok(undefinedRows <= all.length / 100, `${undefinedRows} samples reached an undefined ORC row`);
   });
 
   test('user pt_regs lie at the top of the task stack and hold a user ip', () => {
