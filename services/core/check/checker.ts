@@ -233,7 +233,7 @@ function functionName(profile: KernelProfile, ipS: number, returnAddress: boolea
 function sectionStepsAside(profile: KernelProfile, u: UnwindResult): boolean {
   if (u.strategy !== 'section' || !profile.layouts.has('encoded_fp')) return false;
   const last = u.frames[u.frames.length - 1];
-  return last !== undefined && last.kind !== 'call' && u.message !== undefined && u.message.startsWith('a saved bp with bit 0 set');
+  return last !== undefined && last.kind !== 'call' && u.stoppedAtEncodedBp === true;
 }
 
 /** The frame-pointer strategies on a kernel built without frame pointers: not run, not a failure. */

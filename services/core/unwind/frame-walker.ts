@@ -177,14 +177,15 @@ export abstract class FrameWalker implements Unwinder {
 
   /** update_stack_state(next_bp): the saved bp (or regs->bp) given as halves. */
   private follow(hi: number, lo: number): boolean {
+    // A bit-0 bp: whatever follows, the kernel's own unwinder would have decoded it (§9 rule 11).
+    // Set before a strategy's own refusal (beforeFollow) so that every stop here carries it.
+    if ((lo & 1) !== 0) this.stoppedAtEncoded = !this.decodesEncodedBp;
     const refused = this.beforeFollow(hi, lo);
     if (refused) return this.act(refused);
     if (hi === 0 && lo === 0) {
       return this.stop('did_not_reach_end', `${this.badBp(0, 0)}: the frame chain ends before the bottom of the task stack`);
     }
     if ((lo & 1) !== 0) {
-      // Whatever follows, the kernel's own unwinder would have decoded this (§9 rule 11).
-      this.stoppedAtEncoded = !this.decodesEncodedBp;
       if (this.decodesEncodedBp) {
         const at = this.chainLocate(hi, lo & ~1, PT_REGS_SIZE, hi, lo);
         return at >= 0 && this.enterRegs(at);
