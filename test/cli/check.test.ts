@@ -8,7 +8,7 @@ import { join, resolve, dirname } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { main } from '../../services/cli/main.ts';
+import { runCli } from '../support/cli.ts';
 import { formatTextDump } from '../../services/core/dump/text.ts';
 import { formatJsonDump } from '../../services/core/dump/json.ts';
 import { ENCODED, pageFault, syscallToVfsRead } from '../core/unwind/fixtures.ts';
@@ -18,12 +18,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const dir = mkdtempSync(join(tmpdir(), 'stacksanity-cli-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
+const run = runCli;
 
 const kallsyms = join(dir, 'kallsyms');
 writeFileSync(kallsyms, ENCODED.kernel.kallsyms);

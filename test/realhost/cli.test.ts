@@ -5,18 +5,13 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { main } from '../../services/cli/main.ts';
+import { runCli } from '../support/cli.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const corpus = path.resolve(root, '../shared/corpus');
 const skip = existsSync(corpus) ? false : `${corpus} not found: ../shared/corpus is absent`;
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
+const run = runCli;
 
 describe('stacksanity collapse / check on real-host inputs', { skip }, () => {
   it('collapse --all prints FlameGraph\'s golden byte for byte (gzip input)', async () => {

@@ -19,7 +19,7 @@ import { formatTextDump } from '../../services/core/dump/text.ts';
 import { KernelProfile } from '../../services/core/symbols/profile.ts';
 import { checkSample } from '../../services/core/check/checker.ts';
 import { findingsOf } from '../../services/core/check/findings.ts';
-import { forkCheckerWorker, SHARED_REDIS, TOKEN, auth, cleanup, startTestApi, testConfig, uniquePrefix, waitFor } from './helpers.ts';
+import { forkCheckerWorker, sigkill, SHARED_REDIS, TOKEN, auth, cleanup, startTestApi, testConfig, uniquePrefix, waitFor } from './helpers.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const prefix = uniquePrefix('findings');
@@ -259,9 +259,7 @@ test('a batch retried after its commit adds nothing to any finding', { timeout: 
   assert.equal(up.statusCode, 202, up.body);
   b.job = JSON.parse(up.body).job as string;
   await waitFor('the commit', async () => (await redis.exists(keys.done(b.job))) === 1, 30_000);
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
+  await sigkill(child);
   const rescuer = new CheckerWorker(cfg);
   await rescuer.start();
   try {

@@ -108,3 +108,10 @@ export function forkCheckerWorker(prefix: string, env: NodeJS.ProcessEnv = {}, s
     child.once('exit', (code, sig) => reject(new Error(`worker exited early (${code ?? sig})`)));
   });
 }
+
+/** SIGKILL a child and wait until it is gone. */
+export async function sigkill(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+}

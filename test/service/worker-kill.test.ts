@@ -8,7 +8,7 @@ import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, traceStore } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import {
-  DEMO_SAMPLES, DEMO_STRATEGIES, forkCheckerWorker, SHARED_REDIS, auth, cleanup, demoVariant, putDemoSymbols,
+  DEMO_SAMPLES, DEMO_STRATEGIES, forkCheckerWorker, sigkill, SHARED_REDIS, auth, cleanup, demoVariant, putDemoSymbols,
   startTestApi, testConfig, uniquePrefix, waitFor,
 } from './helpers.ts';
 
@@ -49,9 +49,7 @@ async function killMidBatch(fault: string, host: string): Promise<{ job: Record<
   const id = JSON.parse(up.body).job as string;
   await waitFor('the worker to take the batch', async () => (await (await api.queue.getJob(id))?.getState()) === 'active');
   if (fault.startsWith('after-commit')) await waitFor('the commit', async () => (await redis.exists(keys.done(id))) === 1);
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await exited;
+  await sigkill(child);
 
   const rescuer = new CheckerWorker(cfg);
   await rescuer.start();
