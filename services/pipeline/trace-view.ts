@@ -7,7 +7,9 @@
 // ones the trace was stored for.
 import { checkSample } from '../core/check/checker.ts';
 import { sampleToJson } from '../core/dump/json.ts';
-import type { Sample } from '../core/dump/sample.ts';
+import { hasFullState, type Sample } from '../core/dump/sample.ts';
+import { stackPicture, type StackPicture } from '../core/render/stack-picture.ts';
+import { checkHostCallchain } from '../realhost/callchain-check.ts';
 import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
 import { decodeSampleRecord } from '../core/dump/batch.ts';
@@ -19,17 +21,34 @@ import { decodeTraceBody, type StoredTrace, type TraceHeader, type TraceMeta } f
 export async function traceDetailJson(t: StoredTrace, lookup: ProfileLookup): Promise<string> {
   const b = decodeTraceBody(t.body);
   if (b.kind === 'json') return b.json;
-  return JSON.stringify(await render(t.meta, b.header, b.record, lookup));
+  return JSON.stringify((await render(t.meta, b.header, b.record, lookup, false)).doc);
 }
 
 /** The detail as an object (for the HTML page). */
 export async function traceDetail(t: StoredTrace, lookup: ProfileLookup): Promise<Record<string, unknown>> {
-  const b = decodeTraceBody(t.body);
-  if (b.kind === 'json') return JSON.parse(b.json) as Record<string, unknown>;
-  return render(t.meta, b.header, b.record, lookup);
+  return (await traceView(t, lookup, false)).detail;
 }
 
-async function render(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lookup: ProfileLookup): Promise<Record<string, unknown>> {
+/**
+ * The detail and, with `picture`, the stack picture (core/render/stack-picture.ts) from the same
+ * check: what the explorer's page draws and GET /v1/traces/{id}/picture serves. No picture for a
+ * body of the JSON era, a sample without stack memory, or a build without a profile.
+ */
+export async function traceView(t: StoredTrace, lookup: ProfileLookup, picture = true): Promise<{ detail: Record<string, unknown>; picture: StackPicture | null }> {
+  const b = decodeTraceBody(t.body);
+  if (b.kind === 'json') return { detail: JSON.parse(b.json) as Record<string, unknown>, picture: null };
+  const r = await render(t.meta, b.header, b.record, lookup, picture);
+  return { detail: r.doc, picture: r.picture };
+}
+
+async function render(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lookup: ProfileLookup, withPicture: boolean): Promise<{ doc: Record<string, unknown>; picture: StackPicture | null }> {
+  const doc = await renderDoc(meta, h, record, lookup, withPicture);
+  const picture = doc.picture ?? null;
+  delete doc.picture;
+  return { doc, picture: picture as StackPicture | null };
+}
+
+async function renderDoc(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lookup: ProfileLookup, withPicture: boolean): Promise<Record<string, unknown>> {
   // Keys in the order the check-time rendering wrote them; the additions come last.
   const head = {
     id: meta.id, job: h.job, index: h.index, received_at: new Date(h.receivedAt).toISOString(), uploader: h.uploader, source: h.source,
@@ -50,7 +69,8 @@ async function render(meta: TraceMeta, h: TraceHeader, record: Uint8Array, looku
     };
   }
   const { profile } = at;
-  const check = checkSample(sample, profile, strategiesFor(profile));
+  // trail: each walk records the words it read (the picture's paths; "reads" in the JSON).
+  const check = checkSample(sample, profile, strategiesFor(profile), { trail: true });
   const checked = sampleCheckToJson(check, profile);
   const results = (checked.results as Record<string, unknown>[]).map((r, i) => ({
     ...r,
@@ -58,6 +78,17 @@ async function render(meta: TraceMeta, h: TraceHeader, record: Uint8Array, looku
     kernel_text: renderKernelTrace(sample, profile, check.results[i]!.unwind),
   }));
   const doc: Record<string, unknown> = { ...head, sample: sampleToJson(sample), results, disagreements: checked.disagreements };
+  if (!hasFullState(sample) && sample.callchain !== undefined) {
+    // No stack memory: the host's own callchain is what there is to judge (realhost/callchain-check.ts).
+    const c = checkHostCallchain(sample, profile);
+    if (c) {
+      doc.callchain_check = {
+        verdict: c.verdict, ...(c.reason !== undefined ? { reason: c.reason } : {}), kernel_frames: c.kernelFrames, user_frames: c.userFrames,
+        unresolved: c.unresolved, bottom: c.bottom, findings: c.findings,
+      };
+    }
+  }
+  if (withPicture && hasFullState(sample)) doc.picture = stackPicture(sample, profile, check, BASELINE);
   const now = verdictsOf(check);
   const verdictsChanged = !sameVerdicts(now, meta);
   // An unknown revision or checker build on either side cannot vouch for the results: say so too.

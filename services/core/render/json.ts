@@ -35,6 +35,7 @@ export function unwindToJson(u: UnwindResult, profile: KernelProfile): Record<st
   };
   if (u.reason !== undefined) o.reason = u.reason;
   if (u.message !== undefined) o.message = u.message;
+  if (u.reads !== undefined) o.reads = u.reads.map((r) => ({ addr: formatHex64(r.addr), role: r.role }));
   return o;
 }
 

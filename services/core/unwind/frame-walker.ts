@@ -11,7 +11,7 @@ import { FRAME_HEADER_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_REGS_SIZE, type S
 import type { FrameKind, Regs } from '../dump/sample.ts';
 import { bigFromHalves, bigFromSigned, formatHex64, signedOf } from '../u64.ts';
 import { StackSpace, type SpaceStack } from './space.ts';
-import type { Frame, Outcome, StrategyName, UnwindOptions, UnwindResult } from './types.ts';
+import type { Frame, Outcome, StrategyName, UnwindOptions, UnwindResult, WordRead, WordRole } from './types.ts';
 import { DEFAULT_MAX_FRAMES, type Unwinder } from './unwinder.ts';
 
 const OFF_BP = PT_REGS_OFFSET.bp;
@@ -60,6 +60,8 @@ export abstract class FrameWalker implements Unwinder {
   private reason: Reason | undefined;
   private message: string | undefined;
   private readonly maxFrames: number;
+  /** The words read, when the caller asked for the trail (UnwindOptions.trail). */
+  private readonly trail: WordRead[] | undefined;
 
   constructor(
     protected readonly sample: Sample,
@@ -68,6 +70,7 @@ export abstract class FrameWalker implements Unwinder {
   ) {
     this.space = opts.space ?? new StackSpace(sample);
     this.maxFrames = opts.maxFrames ?? DEFAULT_MAX_FRAMES;
+    this.trail = opts.trail ? [] : undefined;
   }
 
   /** Hook: the walk reached the frame at this.bp whose return address is (hi, lo) = retS. */
@@ -156,6 +159,7 @@ export abstract class FrameWalker implements Unwinder {
     if (this.reason !== undefined) out.reason = this.reason;
     if (this.message !== undefined) out.message = this.message;
     if (this.stoppedAtEncoded) out.stoppedAtEncodedBp = true;
+    if (this.trail) out.reads = this.trail;
     return out;
   }
 
@@ -171,6 +175,7 @@ export abstract class FrameWalker implements Unwinder {
       return this.enterRegs(at);
     }
     const from = this.regs >= 0 ? this.regs + OFF_BP : this.bp;
+    this.note(from, this.regs >= 0 ? 'regs' : 'bp');
     if (!this.space.read(from)) return this.notCaptured(from, this.regs >= 0 ? "regs->bp" : 'saved bp');
     return this.follow(this.space.hi, this.space.lo);
   }
@@ -220,6 +225,7 @@ export abstract class FrameWalker implements Unwinder {
       if (lin < 0) return false;
     }
     if (!this.ascending(at)) return false;
+    this.note(at + OFF_CS, 'regs');
     if (!this.space.captured(at, PT_REGS_SIZE)) return this.notCaptured(at, 'pt_regs');
     this.regs = at;
     this.bp = -1;
@@ -249,6 +255,7 @@ export abstract class FrameWalker implements Unwinder {
     }
     if (this.bp < 0) return;
     const slot = this.bp + 8;
+    this.note(slot, 'ret');
     if (!this.space.read(slot)) {
       this.notCaptured(slot, 'return address');
       return;
@@ -280,6 +287,7 @@ export abstract class FrameWalker implements Unwinder {
 
   private pushRegsFrame(): void {
     const at = this.regs;
+    this.note(at + OFF_IP, 'regs');
     this.space.read(at + OFF_IP);
     const hi = this.space.hi;
     const lo = this.space.lo;
@@ -317,6 +325,7 @@ export abstract class FrameWalker implements Unwinder {
         this.stop('bad_frame_pointer', `${this.whatAt(hi, lo, valueHi, valueLo)} (on the ${target.type} stack, which the ${this.cur.type} stack does not link to)`);
         return -1;
       }
+      this.note(slot, 'link');
       if (!this.space.read(slot)) {
         this.notCaptured(slot, `link word of the ${this.cur.type} stack`);
         return -1;
@@ -367,6 +376,7 @@ export abstract class FrameWalker implements Unwinder {
 
   private lastTaskFrame(): boolean {
     const regsAt = this.cur.base + this.cur.size - PT_REGS_SIZE;
+    this.note(regsAt + OFF_CS, 'regs');
     if (!this.space.read(regsAt + OFF_CS)) return this.end('task_top');
     // Syscall regs are user mode; a kthread's (and the idle task's) are zeroed kernel regs.
     return this.end((this.space.lo & 3) !== 0 ? 'user' : 'kthread');
@@ -384,6 +394,11 @@ export abstract class FrameWalker implements Unwinder {
   private act(a: FrameAction): boolean {
     if (a.kind === 'stop') return this.stop(a.reason, a.message);
     return true;
+  }
+
+  /** Records a word read for the trail; a no-op on the checking hot path. */
+  protected note(lin: number, role: WordRole): void {
+    if (this.trail !== undefined) this.trail.push({ addr: this.space.addressOf(lin), role });
   }
 
   private visit(s: SpaceStack): void {

@@ -13,7 +13,7 @@ import { IRET_FRAME_OFFSET, IRET_FRAME_SIZE, PT_REGS_FIELDS, PT_REGS_OFFSET, PT_
 import { bigFromHalves, formatHex64, signedFromBig } from '../u64.ts';
 import { StackSpace, type SpaceStack } from './space.ts';
 import { ORC_REG, ORC_TYPE, ORC_TYPE_NAME, type OrcEntry } from './orc-table.ts';
-import type { Frame, Outcome, StrategyName, UnwindOptions, UnwindResult } from './types.ts';
+import type { Frame, Outcome, StrategyName, UnwindOptions, UnwindResult, WordRead, WordRole } from './types.ts';
 import { DEFAULT_MAX_FRAMES, type Strategy, type Unwinder } from './unwinder.ts';
 
 const U64 = (1n << 64n) - 1n;
@@ -35,6 +35,8 @@ export class OrcUnwinder implements Unwinder {
   private readonly frames: Frame[] = [];
   private readonly order: StackType[] = [];
   private readonly maxFrames: number;
+  /** The words read, when the caller asked for the trail (UnwindOptions.trail). */
+  private readonly trail: WordRead[] | undefined;
   private visited = 0;
   private cur: SpaceStack | undefined;
 
@@ -63,6 +65,7 @@ export class OrcUnwinder implements Unwinder {
   ) {
     this.space = opts.space ?? new StackSpace(sample);
     this.maxFrames = opts.maxFrames ?? DEFAULT_MAX_FRAMES;
+    this.trail = opts.trail ? [] : undefined;
   }
 
   done(): boolean {
@@ -122,6 +125,7 @@ export class OrcUnwinder implements Unwinder {
     if (this.reason !== undefined) out.reason = this.reason;
     if (this.message !== undefined) out.message = this.message;
     if (this.userRegsAt !== undefined) out.userRegsAt = this.userRegsAt;
+    if (this.trail) out.reads = this.trail;
     return out;
   }
 
@@ -181,7 +185,7 @@ export class OrcUnwinder implements Unwinder {
     }
     sp &= U64;
     if (indirect) {
-      const v = this.deref(sp, 'the indirect CFA');
+      const v = this.deref(sp, 'the indirect CFA', 'link');
       if (v === undefined) return;
       sp = orc.spReg === ORC_REG.SP_INDIRECT ? (v + BigInt(orc.spOffset)) & U64 : v;
     }
@@ -192,7 +196,7 @@ export class OrcUnwinder implements Unwinder {
     switch (orc.type) {
       case ORC_TYPE.CALL: {
         const slot = (sp - 8n) & U64;
-        const ret = this.deref(slot, 'the return address');
+        const ret = this.deref(slot, 'the return address', 'ret');
         if (ret === undefined) return;
         this.ip = ret;
         this.sp = sp;
@@ -203,6 +207,7 @@ export class OrcUnwinder implements Unwinder {
         break;
       }
       case ORC_TYPE.REGS: {
+        this.note((sp + BigInt(PT_REGS_OFFSET.ip)) & U64, 'regs');
         const at = this.access(sp, PT_REGS_SIZE, 'pt_regs');
         if (at < 0) return;
         this.ip = this.space.readBig(at + PT_REGS_OFFSET.ip)!;
@@ -216,6 +221,7 @@ export class OrcUnwinder implements Unwinder {
         break;
       }
       case ORC_TYPE.REGS_PARTIAL: {
+        this.note(sp, 'regs');
         const at = this.access(sp, IRET_FRAME_SIZE, 'the iret frame');
         if (at < 0) return;
         this.ip = this.space.readBig(at)!;
@@ -240,13 +246,13 @@ export class OrcUnwinder implements Unwinder {
         break;
       }
       case ORC_REG.PREV_SP: {
-        const v = this.deref((sp + BigInt(orc.bpOffset)) & U64, 'the saved bp');
+        const v = this.deref((sp + BigInt(orc.bpOffset)) & U64, 'the saved bp', 'bp');
         if (v === undefined) return;
         this.bp = v;
         break;
       }
       case ORC_REG.BP: {
-        const v = this.deref((this.bp + BigInt(orc.bpOffset)) & U64, 'the saved bp');
+        const v = this.deref((this.bp + BigInt(orc.bpOffset)) & U64, 'the saved bp', 'bp');
         if (v === undefined) return;
         this.bp = v;
         break;
@@ -376,11 +382,17 @@ export class OrcUnwinder implements Unwinder {
     return lin;
   }
 
-  private deref(addr: bigint, what: string): bigint | undefined {
+  private deref(addr: bigint, what: string, role: WordRole): bigint | undefined {
+    this.note(addr, role);
     const lin = this.access(addr, 8, what);
     if (lin < 0) return undefined;
     this.space.read(lin);
     return bigFromHalves(this.space.hi, this.space.lo);
+  }
+
+  /** Records a word read for the trail (UnwindOptions.trail); nothing on the checking hot path. */
+  private note(addr: bigint, role: WordRole): void {
+    if (this.trail !== undefined) this.trail.push({ addr, role });
   }
 
   private enter(s: SpaceStack): void {

@@ -32,11 +32,13 @@ class SectionWalker extends FrameWalker {
     const slot = this.bp + 8;
     // On a kernel_entry kernel the stub's caller frame is the fake kernel_entry frame, not pt_regs:
     // its return slot (two words above ours) holds the dummy function's address.
+    if (ke !== undefined) this.note(slot + 16, 'ret');
     if (ke !== undefined && this.space.read(slot + 16) && signedOf(this.space.hi, this.space.lo) === ke) {
       return { kind: 'stop', reason: 'pt_regs_not_decoded', message: 'this stub built a kernel_entry marker frame, not pt_regs at a fixed offset: the section strategy cannot decode this kernel\'s entries' };
     }
     if (!stub.indirect) return { kind: 'call_then_regs', regs: slot + stub.offset };
     // Indirect: the word there is a pointer to pt_regs (the 2016 IRQ path pushed the old rsp).
+    this.note(slot + stub.offset, 'link');
     if (!this.space.read(slot + stub.offset)) {
       return { kind: 'stop', reason: 'not_captured', message: 'the pt_regs pointer next to the stub return address was not captured' };
     }

@@ -30,6 +30,18 @@ export interface Frame {
 export const OUTCOMES = ['user', 'kthread', 'task_top', 'error', 'depth_limit', 'end_of_stack'] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
+/**
+ * Why the walk read a stack word: a saved frame pointer, a return address, a stack's link word, a
+ * pt_regs word (cs, ip or bp of the regs being entered or left).
+ */
+export type WordRole = 'bp' | 'ret' | 'link' | 'regs';
+
+/** One stack word a walk read to decide its next step (UnwindOptions.trail). */
+export interface WordRead {
+  addr: bigint;
+  role: WordRole;
+}
+
 export interface UnwindResult {
   strategy: StrategyName;
   frames: Frame[];
@@ -46,6 +58,11 @@ export interface UnwindResult {
   stoppedAtEncodedBp?: boolean;
   /** ORC: where the full user-mode pt_regs that ended the trace sit (they produce no frame). */
   userRegsAt?: bigint;
+  /**
+   * With UnwindOptions.trail: every stack word the walk read, in order (a word outside the captured
+   * window included, when that is where it stopped). The path a picture of the stack draws.
+   */
+  reads?: WordRead[];
 }
 
 export interface UnwindOptions {
@@ -53,4 +70,6 @@ export interface UnwindOptions {
   maxFrames?: number;
   /** The sample's stacks, already indexed: checkSample builds this once for all strategies. */
   space?: StackSpace;
+  /** Record the words read (UnwindResult.reads). Off on the checking hot path; the trace view turns it on. */
+  trail?: boolean;
 }
