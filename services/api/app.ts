@@ -17,11 +17,11 @@ import { registerFindingsGauge, renderSeries, type ApiMetrics } from '../pipelin
 import type { BatchQueue } from '../pipeline/queue.ts';
 import { CursorError, type TraceStore } from '../pipeline/trace-store.ts';
 import { BASELINE } from '../pipeline/check-batch.ts';
-import { traceDetail, traceDetailJson } from '../pipeline/trace-view.ts';
+import { traceDetailJson } from '../pipeline/trace-view.ts';
 import { FindingsStore, type FindingState, type FindingsQuery } from '../pipeline/findings.ts';
 import * as S from './schemas.ts';
 import { TokenSet, tokenKey } from './tokens.ts';
-import { renderIndex, renderTrace } from './web.ts';
+import { registerExplorer } from './explorer.ts';
 
 export interface ApiDeps {
   cfg: ServiceConfig;
@@ -447,26 +447,8 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     }
   });
 
-  app.get('/', { ...readGuard, schema: { hide: true } }, async (_req, reply) => {
-    let page;
-    let top;
-    try {
-      ready();
-      page = await store.list({ status: 'failing', limit: 50 });
-      top = (await findings.list({ sort: 'count', limit: 20 })).items;
-    } catch {
-      page = undefined;
-    }
-    return reply.type('text/html; charset=utf-8').send(renderIndex(page?.items, cfg.combinedMetrics, top));
-  });
-
-  app.get('/traces/:id', { ...readGuard, schema: { hide: true, params: S.IdParams } }, async (req, reply) => {
-    ready();
-    const { id } = req.params as { id: string };
-    const t = await store.get(id);
-    if (t === null) return reply.code(404).type('text/html; charset=utf-8').send('<p>no such trace (evicted?) — <a href="/">back</a></p>');
-    return reply.type('text/html; charset=utf-8').send(renderTrace(await traceDetail(t, (b) => kernels.entry(b))));
-  });
+  // The web pages (the trace explorer): explorer.ts.
+  await registerExplorer(app, { store, kernels, findings, readGuard, ready });
 
   return app;
 }

@@ -28,6 +28,8 @@ export class Keys {
     return kind === 'all' ? `${this.prefix}:idx:all` : `${this.prefix}:idx:${kind}:${value}`;
   }
   summary(kind: 'host' | 'kernel', value: string): string { return `${this.prefix}:sum:${kind}:${value}`; }
+  /** The counters of the batches committed in one hour (start of the hour, ms): the overview's time series. */
+  hourSummary(hourStartMs: number): string { return `${this.prefix}:sum:hour:${hourStartMs}`; }
   get hosts(): string { return `${this.prefix}:hosts`; }
   /** One finding (findings.ts): its signature fields, counts, capped lists and state. */
   finding(id: string): string { return `${this.prefix}:finding:${id}`; }

@@ -17,6 +17,7 @@
 //   idx:<k>:<v>   ZSET  same scores, one per host, kernel, strategy, reason, status value
 //   sum:host:<h>  HASH  samples, failing, <strategy>:<verdict> counts   (expire with the traces)
 //   sum:kernel:<k> HASH idem
+//   sum:hour:<ms> HASH idem, summed over the batches committed in that hour (the overview's series)
 //   metrics       HASH  exposition line key -> total (metrics.ts)
 //   counters:pending LIST committed batches' counter increments not yet in metrics/sum:* (FOLD_FN)
 //   done:<job>    STRING the batch was committed (expires after the idempotency window)
@@ -128,6 +129,7 @@ const TRIM_BODY = `
  * e: [[hash, seconds], ...] EXPIRE (set once the hash exists) }.
  */
 export const FOLD_EVERY = 16;
+const HOUR_MS = 3_600_000;
 
 const FOLD_FN = `
 local function fold(pending)
@@ -340,6 +342,10 @@ export class TraceStore {
     };
     for (const [h, m] of w.hostSummaries) summary(k.summary('host', h), m);
     for (const [b, m] of w.kernelSummaries) summary(k.summary('kernel', b), m);
+    // The hour's bucket: every host's counts of this batch, summed (one more HINCRBY per field).
+    const hour = new Map<string, number>();
+    for (const m of w.hostSummaries.values()) for (const [field, n] of m) hour.set(field, (hour.get(field) ?? 0) + n);
+    if (hour.size > 0) summary(k.hourSummary(nowMs - (nowMs % HOUR_MS)), hour);
     for (const h of w.hostSummaries.keys()) zadd1(k.hosts, String(nowMs), h);
     const f = w.findings ? findingsArg(k, this.limits.findingsMax ?? 10_000, w.findings) : undefined;
     const packed = packJson({ z: [...zadd], t: trims, e: expire, ...(f ? { f } : {}) });
@@ -418,6 +424,21 @@ export class TraceStore {
   async summary(kind: 'host' | 'kernel', value: string): Promise<Record<string, string>> {
     await this.fold();
     return this.redis.hgetall(this.keys.summary(kind, value));
+  }
+
+  /** The hourly counters of the last `hours` hours, oldest first (hours with no batch are empty). */
+  async series(hours: number, nowMs = Date.now()): Promise<{ hour: number; counts: Record<string, string> }[]> {
+    await this.fold();
+    const last = nowMs - (nowMs % HOUR_MS);
+    const starts = Array.from({ length: hours }, (_, i) => last - (hours - 1 - i) * HOUR_MS);
+    const p = this.redis.pipeline();
+    for (const h of starts) p.hgetall(this.keys.hourSummary(h));
+    const res = (await p.exec()) ?? [];
+    return starts.map((hour, i) => {
+      const [err, v] = res[i] ?? [null, {}];
+      if (err) throw err;
+      return { hour, counts: (v ?? {}) as Record<string, string> };
+    });
   }
 
   async hosts(limit = 1000): Promise<string[]> {

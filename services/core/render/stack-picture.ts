@@ -205,7 +205,7 @@ export function stackPicture(sample: Sample, profile: KernelProfile, check: Samp
 
   // Path steps and frames per strategy; the words any of them read stay unfolded.
   const keep = new Set<bigint>();
-  for (const b of blocks.values()) for (const x of b) for (let a = BigInt(x.from); a <= BigInt(x.to); a += 8n) keep.add(a);
+  for (const b of blocks.values()) for (const x of b) for (let a = BigInt(`0x${x.from}`); a <= BigInt(`0x${x.to}`); a += 8n) keep.add(a);
   const truth = sample.truth?.frames;
   const truthIps = new Set((truth ?? []).map((f) => f.ip));
   const paths: PicturePath[] = check.results.map((r) => {
@@ -293,7 +293,7 @@ export function stackPicture(sample: Sample, profile: KernelProfile, check: Samp
     if (gapFrom !== undefined && gapFrom > low) rows.push({ row: 'gap', from: formatHex64(low), to: formatHex64(gapFrom), words: Number((gapFrom - low) / 8n), why: 'not_captured' });
     const ps: PictureStack = {
       type: st.type, name: STACK_TYPE_NAME[st.type], begin: formatHex64(st.begin), end: formatHex64(st.end), rows,
-      blocks: (blocks.get(st.type) ?? []).sort((a, b) => (BigInt(a.to) < BigInt(b.to) ? 1 : -1)),
+      blocks: (blocks.get(st.type) ?? []).sort((a, b) => (a.to < b.to ? 1 : -1)),
     };
     const next = ordered[i + 1];
     if (next) ps.below = { stack: next.type, bytes: (st.begin - next.end).toString() };
