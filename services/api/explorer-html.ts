@@ -58,12 +58,12 @@ svg.paths{position:absolute;left:0;top:0;z-index:2;overflow:visible}svg.paths te
 .stop{background:#fdecea;border-left:4px solid var(--bad);padding:.4em .6em}.end{background:#e8f5e9;padding:.3em .6em}
 ol.frames,ol.truth,ol.chain{padding-left:2.3em;margin:.2em 0}ol.frames li{cursor:pointer;padding:.1em .3em;border-radius:3px}ol.frames li:hover,ol.frames li.hl{background:#ffeb3b}
 li.invented{background:#fdecea}li.missing{color:var(--bad)}li.tolerated{color:var(--mut)}
-.chart{display:flex;flex-wrap:wrap;gap:1em}.chart figure{margin:0;flex:1 1 300px;max-width:100%}.chart svg{width:100%;height:auto;border:1px solid var(--line);background:#fff}
+.chart{display:flex;flex-wrap:wrap;gap:1em}.chart figure{margin:0;flex:0 1 400px;max-width:100%}.chart svg{width:100%;height:auto;border:1px solid var(--line);background:#fff}
 form.filters{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:end;margin:.4em 0}form.filters label{display:flex;flex-direction:column;font-size:.9em}
 select,input,button{font:inherit;padding:.25em .4em}button{cursor:pointer}
 .out-exact{color:#999}.out-window{background:#fff8e1}.out-stopped{background:#fdecea}.out-not_decoded{background:#ede7f6}.out-wrong{background:#b00020;color:#fff}
 @media (max-width:900px){.explorer{grid-template-columns:1fr}.side{position:static;max-height:none}.w{grid-template-columns:46px 17.5ch minmax(0,1fr)}.w .a{display:none}.w.gap .gaptext{grid-column:2/4}
-body{padding:.6em}.hide-sm{display:none}}
+body{padding:.6em}.hide-sm{display:none}.blk span{display:none}}
 `;
 
 export function page(title: string, body: string, opts: { css?: string; script?: boolean; refresh?: number } = {}): string {

@@ -91,7 +91,19 @@ function stackColumn(s: PictureStack, paths: PicturePath[]): string {
     return `<div class="blk k-${b.kind}" style="top:${top * ROW_H}px;height:${(bottom - top + 1) * ROW_H}px" title="${esc(b.label)}"><span>${esc(b.label)}</span></div>`;
   }).join('');
   const svg = paths.map((p) => pathSvg(p, s, index)).join('');
-  const rows = s.rows.map((r, i) => rowHtml(r, i, readBy, blockOf, paths, s)).join('');
+  // Per word: the strategies that stopped on it, and where one leaves this stack (to which stack).
+  const marks = new Map<string, string[]>();
+  const mark = (addr: string, html: string): void => { (marks.get(addr) ?? marks.set(addr, []).get(addr)!).push(html); };
+  for (const p of paths) {
+    const last = p.steps.length - 1;
+    p.steps.forEach((st, n) => {
+      if (st.stack !== s.type) return;
+      if (n === last && (p.outcome === 'error' || p.outcome === 'depth_limit' || p.reason !== undefined)) mark(st.addr, `<em class="stopnote path-${esc(p.strategy)}">✕ ${esc(p.reason ?? p.outcome)}</em>`);
+      const next = p.steps[n + 1];
+      if (next?.stack !== undefined && next.stack !== s.type) mark(st.addr, `<em class="cross path-${esc(p.strategy)}">→ ${esc(next.stack.toUpperCase())} stack</em>`);
+    });
+  }
+  const rows = s.rows.map((r) => rowHtml(r, readBy, blockOf, marks)).join('');
   const below = s.below ? `<p class="below">below: ${esc(gapText(BigInt(s.below.bytes)))} to the ${esc(s.below.stack.toUpperCase())} stack</p>` : '';
   return `<div class="stack" id="stack-${esc(s.type)}"><h3>${esc(s.name)} stack <small>${esc(s.begin)} – ${esc(s.end)}</small></h3><p class="top">top (end) ${esc(s.end)} ↑ higher addresses</p>
 <div class="col" style="height:${height}px">${boxes}<svg class="paths" width="${GUTTER}" height="${height}" aria-hidden="true">${svg}</svg>${rows}</div>
@@ -123,24 +135,15 @@ function pathSvg(p: PicturePath, s: PictureStack, index: Map<string, number>): s
   return `<g class="path path-${esc(p.strategy)}">${line}${dots}</g>`;
 }
 
-function rowHtml(r: PictureRow, _i: number, readBy: Map<string, Set<string>>, blockOf: Map<string, string[]>, paths: PicturePath[], s: PictureStack): string {
+function rowHtml(r: PictureRow, readBy: Map<string, Set<string>>, blockOf: Map<string, string[]>, marks: Map<string, string[]>): string {
   if (r.row === 'gap') {
     return `<div class="w gap"><span class="gut"></span><span class="gaptext">${r.why === 'zero' ? `${r.words} zero words` : `${r.words} words not captured`} (${esc(r.from)} – ${esc(r.to)})</span></div>`;
   }
   const by = readBy.get(r.addr);
   const cls = ['w', `v-${r.kind}`, ...(by ? [...by].map((x) => `r-${x}`) : []), ...(blockOf.get(r.addr) ?? []).map((k) => `in-${k}`)];
-  // Cross-stack moves and stops are written on the word itself, per strategy (shown when selected).
-  const marks: string[] = [];
-  for (const p of paths) {
-    const k = p.steps.findIndex((st, n) => st.addr === r.addr && st.stack === s.type && n === p.steps.length - 1);
-    if (k >= 0 && (p.outcome === 'error' || p.outcome === 'depth_limit' || p.reason !== undefined)) {
-      marks.push(`<em class="stopnote path-${esc(p.strategy)}">✕ ${esc(p.reason ?? p.outcome)}</em>`);
-    }
-    const j = p.steps.findIndex((st, n) => st.addr === r.addr && st.stack === s.type && n + 1 < p.steps.length && p.steps[n + 1]!.stack !== undefined && p.steps[n + 1]!.stack !== s.type);
-    if (j >= 0) marks.push(`<em class="cross path-${esc(p.strategy)}">→ ${esc(p.steps[j + 1]!.stack!.toUpperCase())} stack</em>`);
-  }
+  const m = marks.get(r.addr) ?? [];
   const field = r.field ? `<span class="fld">${esc(r.field)}</span> ` : '';
-  return `<div class="${cls.join(' ')}" id="w-${esc(r.addr)}" data-addr="${esc(r.addr)}"><span class="gut"><b></b></span><span class="a" title="${esc(r.addr)}">…${esc(r.addr.slice(7))}</span><span class="v">${esc(r.value)}</span><span class="m">${field}${esc(r.meaning ?? '')}${marks.join('')}</span></div>`;
+  return `<div class="${cls.join(' ')}" id="w-${esc(r.addr)}" data-addr="${esc(r.addr)}"><span class="gut"><b></b></span><span class="a" title="${esc(r.addr)}">…${esc(r.addr.slice(7))}</span><span class="v">${esc(r.value)}</span><span class="m">${field}${esc(r.meaning ?? '')}${m.join('')}</span></div>`;
 }
 
 function strategyPanel(r: Result, p: PicturePath | undefined, pic: StackPicture | null): string {

@@ -125,7 +125,7 @@ describe('trace explorer in chromium', { skip }, () => {
     assert.ok((await page.textContent(`#w-${words[1]}`))!.includes(frameText.split('/')[0]!), 'the return address word names the frame');
     // The true chain is there, and with this clean emulated kernel encoded_fp misses nothing.
     assert.equal(await page.locator('.panel.for-encoded_fp ol.truth li.missing').count(), 0);
-    await shot(page, 'trace-nmi-in-pf-in-irq', true);
+    await shot(page, 'trace-nmi-in-pf-in-irq');
     // Back: hovering a word lights its frame in the list.
     await page.mouse.move(0, 0);
     await page.hover(`#w-${words[1]}`);
@@ -153,7 +153,7 @@ describe('trace explorer in chromium', { skip }, () => {
     await page.close();
   });
 
-  test('kernel_entry sample: the kernel_entry strategy decodes the marker frame; section cannot', async () => {
+  test('kernel_entry sample: the kernel_entry strategy finds the IRQ\'s pt_regs; the fp baseline loses the interrupted frame', async () => {
     const page = await open(`/traces/${fx.kernelEntry.id}`);
     await select(page, 'kernel_entry');
     const regsFrame = page.locator('.panel.for-kernel_entry li.frame[data-kind=regs]').first();
@@ -206,6 +206,7 @@ describe('trace explorer in chromium', { skip }, () => {
     const page = await open('/');
     assert.ok(await page.isVisible('#ratio + .chart svg'), 'a failure-ratio chart');
     assert.match((await page.textContent('body'))!, /Baseline, shown apart/);
+    await shot(page, 'overview');
     // Filters: encoded_fp failed on the corrupt-bp sample only (the others pass with it or do not run it).
     await page.selectOption('select[name=strategy]', 'encoded_fp');
     await Promise.all([page.waitForNavigation(), page.click('form.filters button')]);
@@ -213,7 +214,6 @@ describe('trace explorer in chromium', { skip }, () => {
     const links = await page.$$eval('table.traces a', (as) => as.map((a) => a.getAttribute('href')));
     assert.ok(links.includes(`/traces/${fx.corruptBp.id}`), 'the corrupt-bp trace is listed');
     assert.ok(!links.includes(`/traces/${fx.orc.id}`), 'the orc trace is not');
-    await shot(page, 'overview');
     // Mark a finding known with the admin token.
     const first = page.locator('form.markknown[data-state=known]').first();
     if (await first.count()) {
