@@ -31,8 +31,11 @@ export function computeSweepDoc(): SweepDoc {
 export function startSweep(): void {
   if (current.state === 'computing' || current.state === 'ready') return;
   current = { state: 'computing' };
-  // The worker loads the TypeScript sources through tsx like the main thread (bin/stacksanity.js).
-  const w = new Worker(new URL('./sweep-worker.ts', import.meta.url), { execArgv: ['--import', 'tsx'] });
+  // The worker loads the TypeScript sources through tsx's loader, registered first as
+  // bin/stacksanity.js does (a .ts entry would be resolved before an --import loader applies).
+  const entry = new URL('./sweep-worker.ts', import.meta.url).href;
+  const boot = `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry)}); })`;
+  const w = new Worker(boot, { eval: true });
   w.unref();
   w.once('message', (json: string) => {
     current = { state: 'ready', doc: JSON.parse(json) as SweepDoc };
