@@ -33,7 +33,7 @@ a{color:#0b57d0}a:focus-visible,input:focus-visible,select:focus-visible,button:
 nav.top{display:flex;gap:1.2em;flex-wrap:wrap;align-items:baseline;border-bottom:1px solid var(--line);padding-bottom:.5em}nav.top b{font-size:1.15em}
 .bad{color:var(--bad)}.ok{color:var(--ok)}.mut,small{color:var(--mut)}code,.a,.v{font:13px/1.3 ui-monospace,"DejaVu Sans Mono",monospace}
 table{border-collapse:collapse;width:100%}td,th{padding:.3em .5em;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}th{font-weight:600;background:var(--bg2)}
-.scroll{overflow-x:auto}pre{background:var(--bg2);padding:.6em;overflow:auto;font-size:12.5px}
+.scroll{overflow-x:auto;margin-bottom:1.2em}table.sweep td small{display:block}table.sweep td:nth-child(3){max-width:15em}table.sweep td:nth-child(2) code{white-space:nowrap}pre{background:var(--bg2);padding:.6em;overflow:auto;font-size:12.5px}
 .crumbs{margin:.2em 0}.meta{color:var(--mut);margin:.2em 0 .6em}.note{background:#fff8e1;border-left:4px solid #f2b600;padding:.4em .7em}
 .badge{display:inline-block;padding:0 .45em;border-radius:.6em;font-size:.85em;color:#fff;background:var(--c,#777);margin:0 .2em .2em 0;white-space:nowrap}
 fieldset.switch{border:1px solid var(--line);border-radius:6px;display:flex;flex-wrap:wrap;gap:.3em 1.2em;padding:.4em .8em;margin:.6em 0}
@@ -50,15 +50,15 @@ fieldset.switch .sw{display:inline-block;width:.9em;height:.9em;border-radius:50
 .w .fld{font:12px ui-monospace,monospace;background:#eef;border-radius:3px;padding:0 .25em}.w.gap{background:repeating-linear-gradient(135deg,#fafafa 0 6px,#f0f0f0 6px 12px);color:var(--mut);font-size:12px}
 .w.gap .gaptext{grid-column:2/5}.w.hl{background:#ffeb3b !important;outline:2px solid #f29900;z-index:1}
 .gut b{display:none;width:6px;height:22px}
-.blk{position:absolute;left:50px;right:2px;border:2px solid;border-radius:3px;pointer-events:none}.blk span{position:absolute;right:3px;top:-1px;font-size:10.5px;background:#fff;padding:0 .3em;border-radius:0 0 0 3px;max-width:60%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.blk{position:absolute;left:50px;right:2px;border:2px solid;border-radius:3px;pointer-events:none;z-index:2}.blk span{position:absolute;right:3px;top:-1px;font-size:10.5px;background:#fff;padding:0 .3em;border-radius:0 0 0 3px;max-width:60%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .k-frame{border-color:#9e9e9e;border-style:dashed;background:#f5f5f5}.k-pt_regs{border-color:#1565c0;background:#e3f2fd}.k-hw_frame{border-color:#c62828;background:#ffebee}.k-link{border-color:#2e7d32;background:#e8f5e9}
 .blk.k-frame,.blk.k-pt_regs,.blk.k-hw_frame,.blk.k-link{background:transparent}.blk.k-frame span{display:none}
-svg.paths{position:absolute;left:0;top:0;z-index:2;overflow:visible}svg.paths text{font:bold 9px sans-serif;fill:#fff}.path,.stopnote,.cross{display:none}
+svg.paths{position:absolute;left:0;top:0;z-index:3;overflow:visible}svg.paths text{font:bold 9px sans-serif;fill:#fff}.path,.stopnote,.cross{display:none}
 .stopnote,.cross{font-style:normal;margin-left:.6em;padding:0 .35em;border-radius:3px;font-size:12px}.stopnote{background:var(--bad);color:#fff}.cross{background:#e8f5e9;color:#1b5e20}
 .stop{background:#fdecea;border-left:4px solid var(--bad);padding:.4em .6em}.end{background:#e8f5e9;padding:.3em .6em}
 ol.frames,ol.truth,ol.chain{padding-left:2.3em;margin:.2em 0}ol.frames li{cursor:pointer;padding:.1em .3em;border-radius:3px}ol.frames li:hover,ol.frames li.hl{background:#ffeb3b}
 li.invented{background:#fdecea}li.missing{color:var(--bad)}li.tolerated{color:var(--mut)}
-.chart{display:flex;flex-wrap:wrap;gap:1em}.chart figure{margin:0;flex:0 1 400px;max-width:100%}.chart svg{width:100%;height:auto;border:1px solid var(--line);background:#fff}
+.chart{display:flex;flex-wrap:wrap;gap:1em}.chart figure{margin:0;flex:0 1 300px;max-width:100%}.chart svg{width:100%;height:auto;border:1px solid var(--line);background:#fff}
 form.filters{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:end;margin:.4em 0}form.filters label{display:flex;flex-direction:column;font-size:.9em}
 select,input,button{font:inherit;padding:.25em .4em}button{cursor:pointer}
 .out-exact{color:#999}.out-window{background:#fff8e1}.out-stopped{background:#fdecea}.out-not_decoded{background:#ede7f6}.out-wrong{background:#b00020;color:#fff}

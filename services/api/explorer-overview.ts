@@ -86,8 +86,10 @@ function findingsTable(fs: StoredFinding[]): string {
   const trend = (f: StoredFinding): string => {
     const first = Date.parse(f.first_seen);
     const last = Date.parse(f.last_seen);
-    const days = Math.max(1 / 24, (last - first) / 86_400_000);
     const quiet = (now - last) / 3_600_000;
+    // Under a day of history a rate per day would be an extrapolation: say what was seen.
+    if (last - first < 86_400_000) return `${f.count} since ${esc(f.first_seen.slice(5, 16).replace('T', ' '))}${quiet < 1 ? ' <small>(active)</small>' : ''}`;
+    const days = (last - first) / 86_400_000;
     return `${(f.count / days).toFixed(f.count / days >= 10 ? 0 : 1)}/day${quiet > 24 ? ` <small>(quiet ${Math.round(quiet / 24)} d)</small>` : quiet < 1 ? ' <small>(active)</small>' : ''}`;
   };
   return `<p><label>Admin token (to mark findings known; sent only with that request) <input type="password" id="admin-token" autocomplete="off" size="28"></label> <label><input type="checkbox" id="remember-token"> remember in this tab</label></p>

@@ -231,6 +231,25 @@ describe('trace explorer in chromium', { skip }, () => {
     await page.close();
   });
 
+  test('blind spots: the sweep table, one row per instruction run with every strategy\'s outcome', async () => {
+    // The API computes the sweep once, in a worker thread: wait for it through the JSON route.
+    let doc: { tables: { layout: string; totals: Record<string, Record<string, number>> }[] } | undefined;
+    for (let i = 0; i < 240 && !doc; i++) {
+      const r = await fetch(`${base}/v1/sweeps`);
+      if (r.status === 200) doc = await r.json() as typeof doc;
+      else await new Promise((res) => setTimeout(res, 500));
+    }
+    assert.ok(doc, 'the sweep was computed');
+    const page = await open('/sweeps');
+    assert.equal(await page.locator('h2[id^=layout-]').count(), doc.tables.length);
+    // The totals as the JSON has them, per layout and strategy.
+    const t0 = doc.tables[0]!;
+    const cells = await page.locator('table.totals').first().locator('tbody tr').first().locator('td').allTextContents();
+    assert.deepEqual(cells, ['fp', ...['exact', 'window', 'stopped', 'not_decoded', 'wrong'].map((o) => String(t0.totals.fp![o]))]);
+    await shot(page, 'sweeps');
+    await page.close();
+  });
+
   test('on a phone: the trace page stacks its panels and still shows the picture', async () => {
     const page = await open(`/traces/${fx.nmiPfIrq.id}`, 390);
     const w = await page.evaluate<number>('document.documentElement.scrollWidth');
