@@ -206,6 +206,13 @@ describe('trace explorer in chromium', { skip }, () => {
     const page = await open('/');
     assert.ok(await page.isVisible('#ratio + .chart svg'), 'a failure-ratio chart');
     assert.match((await page.textContent('body'))!, /Baseline, shown apart/);
+    // The charts' data: four full-state samples were checked (the callchain is not one), and of
+    // encoded_fp's unwinds only the corrupt-bp sample's went bad.
+    const series = await (await fetch(`${base}/v1/overview/series?hours=3`)).json() as { hours: { strategies: Record<string, { unwinds: number; bad: number }> }[] };
+    const sum = (st: string, k: 'unwinds' | 'bad'): number => series.hours.reduce((n, h) => n + (h.strategies[st]?.[k] ?? 0), 0);
+    assert.equal(sum('fp', 'unwinds'), 4);
+    assert.equal(sum('encoded_fp', 'bad'), 1);
+    assert.equal(sum('orc', 'unwinds'), 1);
     await shot(page, 'overview');
     // Filters: encoded_fp failed on the corrupt-bp sample only (the others pass with it or do not run it).
     await page.selectOption('select[name=strategy]', 'encoded_fp');
