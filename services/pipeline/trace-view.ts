@@ -70,7 +70,10 @@ async function renderDoc(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lo
   }
   const { profile } = at;
   // trail: each walk records the words it read (the picture's paths; "reads" in the JSON).
-  const check = checkSample(sample, profile, strategiesFor(profile), { trail: true });
+  // Without registers and stack memory no strategy can run: their "no_regs" results would only
+  // hide the host callchain's own verdict, so such a sample has none.
+  const full = hasFullState(sample);
+  const check = checkSample(sample, profile, full ? strategiesFor(profile) : [], { trail: true });
   const checked = sampleCheckToJson(check, profile);
   const results = (checked.results as Record<string, unknown>[]).map((r, i) => ({
     ...r,
@@ -78,7 +81,7 @@ async function renderDoc(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lo
     kernel_text: renderKernelTrace(sample, profile, check.results[i]!.unwind),
   }));
   const doc: Record<string, unknown> = { ...head, sample: sampleToJson(sample), results, disagreements: checked.disagreements };
-  if (!hasFullState(sample) && sample.callchain !== undefined) {
+  if (!full && sample.callchain !== undefined) {
     // No stack memory: the host's own callchain is what there is to judge (realhost/callchain-check.ts).
     const c = checkHostCallchain(sample, profile);
     if (c) {
@@ -88,7 +91,7 @@ async function renderDoc(meta: TraceMeta, h: TraceHeader, record: Uint8Array, lo
       };
     }
   }
-  if (withPicture && hasFullState(sample)) doc.picture = stackPicture(sample, profile, check, BASELINE);
+  if (withPicture && full) doc.picture = stackPicture(sample, profile, check, BASELINE);
   const now = verdictsOf(check);
   const verdictsChanged = !sameVerdicts(now, meta);
   // An unknown revision or checker build on either side cannot vouch for the results: say so too.

@@ -198,6 +198,8 @@ describe('trace explorer in chromium', { skip }, () => {
     assert.equal(items.length, fx.callchain.sample.callchain!.length);
     assert.match(items[0]!, /exc_page_fault\+0x4/);
     assert.match((await page.textContent('.chainverdict'))!, /5 kernel frames, 1 user frames/);
+    // Nothing re-derived differs from what was stored: no strategy ran on it, then or now.
+    assert.equal(await page.locator('.note', { hasText: 'Re-derived' }).count(), 0);
     await shot(page, 'trace-perf-callchain');
     await page.close();
   });

@@ -136,10 +136,11 @@ export async function storeFixtures(app: FastifyInstance, store: TraceStore, ker
   };
   const record = decodeBatch(encodeSamples([chain], [0])).records[0]!;
   const ccId = `explorer-cc-${tag}-0`;
+  const orcRev = (await kernels.entry(ORC_BUILD))!.rev;
   const receivedAt = Date.now();
   await store.commit({
     jobId: `explorer-cc-${tag}`, metrics: new Map(), hostSummaries: new Map(), kernelSummaries: new Map(),
-    traces: [{ id: ccId, host: 'perf-host', kernel: ORC_BUILD, score: receivedAt * 1000, status: 'passing', strategies: [], reasons: [], body: encodeTraceBody({ job: `explorer-cc-${tag}`, index: 0, receivedAt, uploader: 'test-host', source: 'perf', checker: checkerBuild() }, record) }],
+    traces: [{ id: ccId, host: 'perf-host', kernel: ORC_BUILD, score: receivedAt * 1000, status: 'passing', strategies: [], reasons: [], body: encodeTraceBody({ job: `explorer-cc-${tag}`, index: 0, receivedAt, uploader: 'test-host', source: 'perf', rev: orcRev, checker: checkerBuild() }, record) }],
   });
 
   return {
