@@ -153,6 +153,8 @@ function strategyPanel(r: Result, p: PicturePath | undefined, pic: StackPicture 
   const stop = stopped
     ? `<p class="stop" data-reason="${esc(p?.reason ?? r.reason ?? '')}"><b>stopped: ${esc(p?.reason ?? r.reason ?? p?.outcome ?? '')}</b>${p?.message ?? r.unwind?.message ? ` — ${esc(p?.message ?? r.unwind?.message)}` : ''}${p && p.steps.length ? ` (after ${p.steps.length} words read; last at <a href="#w-${esc(p.steps[p.steps.length - 1]!.addr)}">${esc(p.steps[p.steps.length - 1]!.addr)}</a>)` : ''}</p>`
     : `<p class="end ok">ended: ${esc(p?.outcome ?? r.unwind?.outcome ?? '?')}${p?.reliable ? ' (claims a reliable trace)' : ''}</p>`;
+  const onPicture = p?.steps.filter((x) => x.stack !== undefined) ?? [];
+  const jump = onPicture.length ? `<p class="mut">Its path: ${p!.steps.length} words read, across ${esc(p!.stacks.map((x) => x.toUpperCase()).join(' → '))} — <a href="#w-${esc(onPicture[0]!.addr)}">go to the first</a>.</p>` : '';
   const list = frames.length
     ? `<ol class="frames" start="0">${frames.map((f) => `<li class="frame${f.invented ? ' invented' : ''}" tabindex="0" id="f-${esc(s)}-${f.index}" data-kind="${esc(f.kind)}" data-words="${esc(f.words.join(' '))}">${f.kind === 'regs' ? `<small>${esc(f.entry ?? 'entry')}, RIP=</small>` : f.kind === 'start' ? '<small>RIP: </small>' : ''}${esc(f.symbol)} <small>${esc(f.stack)}</small>${f.invented ? ' <b class="bad">invented</b>' : ''}</li>`).join('')}</ol>`
     : '';
@@ -164,7 +166,7 @@ function strategyPanel(r: Result, p: PicturePath | undefined, pic: StackPicture 
   const missing = (r.missing as string[] | undefined)?.length ? `<p>missing: <code>${esc((r.missing as string[]).join(', '))}</code></p>` : '';
   const extra = (r.extra as string[] | undefined)?.length ? `<p>extra: <code>${esc((r.extra as string[]).join(', '))}</code></p>` : '';
   return `<div class="panel for-${esc(s)}" style="--c:${strategyColor(s)}"><h2>${esc(s)}${r.baseline ? ' <small>(baseline: its losses at entries are expected)</small>' : ''}: <span class="${good(r) && !r.false_reliable ? 'ok' : 'bad'}">${esc(r.verdict)}${r.false_reliable ? ' · FALSE RELIABLE' : ''}</span></h2>
-${stop}${missing}${extra}<h4>Frames <small>(hover or focus one: its words light up)</small></h4>${list}${truth}
+${stop}${jump}${missing}${extra}<h4>Frames <small>(hover or focus one: its words light up)</small></h4>${list}${truth}
 <details><summary>kernel-style text</summary><pre>${esc(r.kernel_text ?? '')}</pre></details></div>`;
 }
 

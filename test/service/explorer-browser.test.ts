@@ -149,6 +149,7 @@ describe('trace explorer in chromium', { skip }, () => {
     assert.ok(await mark.isVisible(), 'the stop is marked on the overwritten word');
     assert.match((await mark.textContent())!, new RegExp(reason!));
     assert.match((await page.textContent(`#w-${at} .v`))!, new RegExp(formatHex64(fx.corruptBp.fault!.value)));
+    await page.evaluate(`document.getElementById('w-${at}').scrollIntoView({ block: 'center' })`);
     await shot(page, 'trace-corrupt-bp');
     await page.close();
   });
