@@ -287,7 +287,9 @@ export async function capture(o: CaptureOptions): Promise<CaptureResult> {
   for (let i = 0; i < samples.length; i += batchSize) batches.push(formatTextDump(samples.slice(i, i + batchSize)));
 
   if (o.dryRun) {
-    writeFileSync(o.out!, batches.join(''));
+    // A blank line between batches: each ends with its last sample's line, and a comment line
+    // (the next batch's magic) does not end a sample.
+    writeFileSync(o.out!, batches.join('\n'));
     if (bpf) {
       const dir = o.kernelsOut ?? `${o.out}.kernels`;
       writeKernelFiles(dir, bpf.kernel);
