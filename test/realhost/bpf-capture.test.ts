@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { bpfPreflight, bpfRecord, bpfTools, BpfUnavailable, type BpfCaptureResult } from '../../services/realhost/bpf-capture.ts';
 import { redactSample } from '../../services/realhost/bpf-redact.ts';
-import { checkSample } from '../../services/core/check/checker.ts';
+import { checkSample, type StrategyCheck } from '../../services/core/check/checker.ts';
 import { checkKernelTrace } from '../../services/core/check/kernel-trace.ts';
 import { hasFullState, type Sample } from '../../services/core/dump/sample.ts';
 import { signedFromBig } from '../../services/core/u64.ts';
@@ -76,27 +76,30 @@ describe('capture --bpf on this machine', { skip }, () => {
 
   it('gives the same verdicts on redacted samples as on full ones, and zeroes words that are no address', (t) => {
     if (!full) return t.skip('the capture above did not run');
+    const cap: BpfCaptureResult = full;
+    const profile = cap.profile;
     let zeroed = 0;
-    for (const s of full.samples.filter(hasFullState)) {
+    for (const s of cap.samples.filter(hasFullState)) {
       const r = clone(s);
-      const stats = redactSample(r, full.profile);
+      const stats = redactSample(r, profile);
       zeroed += stats.zeroed;
-      const a = checkSample(s, full.profile, ['orc']).results[0]!;
-      const b = checkSample(r, full.profile, ['orc']).results[0]!;
+      const a: StrategyCheck = checkSample(s, profile, ['orc']).results[0]!;
+      const b: StrategyCheck = checkSample(r, profile, ['orc']).results[0]!;
       assert.equal(b.verdict, a.verdict);
       assert.deepEqual(b.unwind.frames.map((f) => f.ip), a.unwind.frames.map((f) => f.ip));
-      const ka = checkKernelTrace(s, full.profile, a.unwind, full.kernel.text);
-      const kb = checkKernelTrace(r, full.profile, b.unwind, full.kernel.text);
+      const ka = checkKernelTrace(s, profile, a.unwind, cap.kernel.text);
+      const kb = checkKernelTrace(r, profile, b.unwind, cap.kernel.text);
       assert.deepEqual(kb?.problems.map((p) => p.reason), ka?.problems.map((p) => p.reason));
-      // Every word that survived is zero, kernel text, or an address on the sample's stacks, or a pt_regs field.
-      for (const st of r.stacks) {
-        const dv = new DataView(st.windows[0]!.bytes.buffer, st.windows[0]!.bytes.byteOffset, st.windows[0]!.bytes.byteLength);
-        for (let o = 0; o + 8 <= dv.byteLength; o += 8) {
-          const v = dv.getBigUint64(o, true);
-          const orig = new DataView(s.stacks[r.stacks.indexOf(st)]!.windows[0]!.bytes.buffer, s.stacks[r.stacks.indexOf(st)]!.windows[0]!.bytes.byteOffset).getBigUint64(o, true);
-          assert.ok(v === 0n || v === orig, 'redaction only zeroes');
+      // Redaction only zeroes: every surviving word is the original one.
+      r.stacks.forEach((st, i) => {
+        const after = new DataView(st.windows[0]!.bytes.buffer, st.windows[0]!.bytes.byteOffset, st.windows[0]!.bytes.byteLength);
+        const w = s.stacks[i]!.windows[0]!.bytes;
+        const before = new DataView(w.buffer, w.byteOffset, w.byteLength);
+        for (let o = 0; o + 8 <= after.byteLength; o += 8) {
+          const v = after.getBigUint64(o, true);
+          assert.ok(v === 0n || v === before.getBigUint64(o, true), 'redaction only zeroes');
         }
-      }
+      });
     }
     assert.ok(zeroed > 0, 'real stacks hold words that are no address: some were zeroed');
   });
