@@ -15,6 +15,11 @@ import { checkKernelTrace } from '../../services/core/check/kernel-trace.ts';
 import { hasFullState, type Sample } from '../../services/core/dump/sample.ts';
 import { signedFromBig } from '../../services/core/u64.ts';
 import { runCli } from '../support/cli.ts';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { capture } from '../../services/realhost/capture.ts';
+import { parseTextDump } from '../../services/core/dump/text.ts';
+import { decodeOrcUpload, OrcTable } from '../../services/core/unwind/orc-table.ts';
 
 let skip: string | false = false;
 try {
@@ -119,5 +124,33 @@ describe('capture --bpf on this machine', { skip }, () => {
     assert.ok(j.verdicts.orc && (j.verdicts.orc.exact ?? 0) > 0, `orc verdicts: ${JSON.stringify(j.verdicts.orc)}`);
     assert.ok(j.kernel_traces.samples > 0);
     assert.ok(j.kernel_traces.equal_to_orc / j.kernel_traces.compared_to_orc >= 0.95, JSON.stringify(j.kernel_traces));
+  });
+
+  it('uploads like the other agents: symbols, the live ORC tables, then the samples', async () => {
+    const got: { method: string; url: string; body: Buffer }[] = [];
+    const server = createServer((req, res) => {
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => parts.push(c));
+      req.on('end', () => {
+        got.push({ method: req.method!, url: req.url!, body: Buffer.concat(parts) });
+        res.writeHead(req.url === '/v1/samples' ? 202 : 201, { 'content-type': 'application/json' }).end(req.url === '/v1/samples' ? `{"job":"j${got.length}"}` : '{}');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const r = await capture({ bpf: true, duration: 2, url, token: 't', stateDir: path.join(dir, 'state'), log: () => {} });
+      assert.ok(r.symbolsUploaded);
+      assert.equal(r.bpf?.orcUploaded, true);
+      const urls = got.map((x) => `${x.method} ${x.url.replace(/kernels\/[^/]+/, 'kernels/ID')}`);
+      assert.deepEqual(urls.slice(0, 2), ['POST /v1/kernels/ID/symbols', 'PUT /v1/kernels/ID/orc']);
+      const orc = OrcTable.fromSections(decodeOrcUpload(got[1]!.body));
+      assert.equal(orc.length, r.bpf!.orcEntries);
+      const samples = got.filter((x) => x.url === '/v1/samples').flatMap((x) => parseTextDump(x.body.toString('utf8')).samples);
+      assert.equal(samples.length, r.samples);
+      assert.equal(samples.filter(hasFullState).length, r.bpf!.fullState);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 });
