@@ -93,7 +93,7 @@ export function bpfTools(o: Pick<BpfCaptureOptions, 'toolsDir' | 'install' | 'lo
 export function bpfPreflight(): void {
   if (process.platform !== 'linux') throw new BpfUnavailable('BPF sampling needs Linux');
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new BpfUnavailable('BPF sampling needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE on the agent): run capture --bpf as root');
+    throw new BpfUnavailable('BPF sampling needs root (the kernel asks for CAP_BPF and CAP_PERFMON, the reads of /proc/kallsyms for real addresses): run capture --bpf as root');
   }
   if (!existsSync('/sys/kernel/btf/vmlinux')) throw new BpfUnavailable('the kernel has no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): the sampler needs it for task_struct and the per-CPU stack bounds');
 }

@@ -161,6 +161,9 @@ export function collectSamples(o: CaptureOptions, log: (s: string) => void): { s
       ...(o.kallsyms ? { kallsyms: o.kallsyms } : {}), ...(o.buildId ? { buildId: o.buildId } : {}), ...(o.installTools ? { install: true } : {}),
     });
     for (const n of bpf.notes) log(n);
+    const st = bpf.stats;
+    // The cost on the host, every run: what was lost and what the sampling took.
+    log(`sampled ${st.samples} (${st.kernel} kernel-mode, ${st.user} user-mode) on ${st.cpus} CPUs, ${st.lost} lost${st.cut ? `, ${st.cut} stacks cut at 16 KiB` : ''}${st.no_percpu ? `, ${st.no_percpu} without IRQ/IST bounds` : ''}; CPU: BPF ${(st.bpf_ns / 1e9).toFixed(3)} s, loader ${st.loader_cpu_s.toFixed(3)} s, agent ${bpf.agentCpuS.toFixed(3)} s${bpf.redaction ? `; redacted ${bpf.redaction.zeroed} of ${bpf.redaction.words} stack words, ${bpf.redaction.regsZeroed} registers` : '; full memory kept'}`);
     for (const e of bpf.decodeErrors.slice(0, 5)) log(e);
     samples = bpf.samples;
     fileBuildId = bpf.kernel.buildId;
@@ -277,7 +280,7 @@ function stateFile(o: CaptureOptions, buildId: string): string {
 
 export async function capture(o: CaptureOptions): Promise<CaptureResult> {
   const log = o.log ?? ((s: string) => process.stderr.write(`stacksanity capture: ${s}\n`));
-  if (!o.dryRun && (!o.url || !o.token)) throw new CaptureError('--url and --token are required (or --dry-run --out FILE)');
+  if (!o.dryRun && (!o.url || !o.token)) throw new CaptureError(`--url and --token are required (or ${o.bpf ? '--out FILE' : '--dry-run --out FILE'})`);
   if (o.dryRun && !o.out) throw new CaptureError('--dry-run needs --out FILE');
   const { samples, buildId, bpf } = collectSamples(o, log);
   const result: CaptureResult = { samples: samples.length, batches: 0, symbolsUploaded: false, jobs: [], ...(buildId !== undefined ? { buildId } : {}) };

@@ -87,6 +87,8 @@ static int do_sample(const char *objpath, int freq, double duration, const char 
 {
 	struct bpf_object *obj = open_obj(objpath);
 	bpf_program__set_autoload(bpf_object__find_program_by_name(obj, "read_kernel"), false);
+	/* One scratch record per possible CPU, not the 256 the object declares (~50 KiB each). */
+	bpf_map__set_max_entries(bpf_object__find_map_by_name(obj, "scratch_map"), libbpf_num_possible_cpus());
 	int err = bpf_object__load(obj);
 	if (err) {
 		fprintf(stderr, "loading the sampler failed (%s): BPF needs root or CAP_BPF+CAP_PERFMON, and a kernel with BTF\n", strerror(-err));
@@ -129,7 +131,7 @@ static int do_sample(const char *objpath, int freq, double duration, const char 
 		attached++;
 	}
 	if (!attached) {
-		fprintf(stderr, "perf_event_open failed on every CPU: %s\n", strerror(errno));
+		fprintf(stderr, "perf_event_open failed on every CPU: %s (a --frequency over kernel.perf_event_max_sample_rate is refused)\n", strerror(errno));
 		return 3;
 	}
 	struct ring_buffer *rb = ring_buffer__new(bpf_map__fd(bpf_object__find_map_by_name(obj, "events")), on_record, NULL, NULL);
