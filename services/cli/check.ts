@@ -139,10 +139,13 @@ export function runCheck(o: CheckOptions, io: Io): number {
       profiles.set(s, p);
       summary.add(at, s, check, baseline);
       const sigs = findingsOf(s, check, p, baseline);
-      // A full-state sample with the kernel's own trace (a live host's BPF capture): that trace is
-      // judged against the same bytes, and against the project's ORC walk of them.
+      // A live host's BPF capture (its profile carries the text bytes, <build id>.text): the host
+      // callchain is the kernel's own trace of the same instant, judged against the same bytes and
+      // against the project's ORC walk of them. Other inputs' callchains (perf, logs, emulated
+      // hosts) were not taken at the instant of the memory, so they are not judged this way.
+      const text = TEXT_SNIPPETS.get(p);
       const orcRun = check.results.find((r) => r.strategy === 'orc');
-      const kt = checkKernelTrace(s, p, orcRun?.unwind, TEXT_SNIPPETS.get(p), s.callchain?.length === BPF_TRACE_CAP ? BPF_TRACE_CAP : Infinity);
+      const kt = text === undefined ? undefined : checkKernelTrace(s, p, orcRun?.unwind, text, s.callchain?.length === BPF_TRACE_CAP ? BPF_TRACE_CAP : Infinity);
       if (kt) {
         const k = kernelTraces;
         k.samples++;
