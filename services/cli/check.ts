@@ -24,6 +24,8 @@ import { vmlinuxProfile } from '../realkernel/vmlinux-profile.ts';
 import { readHostInput } from '../realhost/input.ts';
 import { checkHostCallchain, HostChainSummary, type HostChainContext } from '../realhost/callchain-check.ts';
 import { Progress } from './progress.ts';
+import { decodeOrcUpload, OrcTable } from '../core/unwind/orc-table.ts';
+import { checkKernelTrace, kernelTraceFindings, parseTextSnippets, type KernelTraceReason, type TextSnippets } from '../core/check/kernel-trace.ts';
 
 export interface CheckOptions {
   files: string[];
@@ -85,6 +87,7 @@ export function runCheck(o: CheckOptions, io: Io): number {
   const profiles = new WeakMap<Sample, KernelProfile>();
   // Callchain-only samples (perf script, perf.data, kernel logs) are judged on their host callchain.
   const hostChains = new HostChainSummary(o.maxFailures ?? 20);
+  const kernelTraces = new KernelTraceSummary();
   let inputsRead = 0;
   let index = 0;
   for (const file of o.files) {
@@ -136,6 +139,31 @@ export function runCheck(o: CheckOptions, io: Io): number {
       profiles.set(s, p);
       summary.add(at, s, check, baseline);
       const sigs = findingsOf(s, check, p, baseline);
+      // A live host's BPF capture (its profile carries the text bytes, <build id>.text): the host
+      // callchain is the kernel's own trace of the same instant, judged against the same bytes and
+      // against the project's ORC walk of them. Other inputs' callchains (perf, logs, emulated
+      // hosts) were not taken at the instant of the memory, so they are not judged this way.
+      const text = TEXT_SNIPPETS.get(p);
+      const orcRun = check.results.find((r) => r.strategy === 'orc');
+      const kt = text === undefined ? undefined : checkKernelTrace(s, p, orcRun?.unwind, text, s.callchain?.length === BPF_TRACE_CAP ? BPF_TRACE_CAP : Infinity);
+      if (kt) {
+        const k = kernelTraces;
+        k.samples++;
+        k.frames += kt.frames;
+        k.onStack += kt.onStack;
+        k.afterCall += kt.afterCall;
+        k.callUnchecked += kt.callUnchecked;
+        if (kt.equalToOrc !== undefined) {
+          k.comparedToOrc++;
+          if (kt.equalToOrc) k.equalToOrc++;
+        }
+        if (kt.problems.length > 0) {
+          k.failing++;
+          for (const x of kt.problems) k.reasons.set(x.reason, (k.reasons.get(x.reason) ?? 0) + 1);
+          if (k.examples.length < (o.maxFailures ?? 20)) k.examples.push({ index: at, sample: s, messages: kt.problems.map((x) => x.message) });
+          sigs.push(...kernelTraceFindings(s, kt, p));
+        }
+      }
       findings.add(at, s, sigs);
       if (o.format === 'ndjson') {
         io.out(JSON.stringify({ type: 'sample', index: at, source: s.source, host: s.host, kernel: s.kernel, ...sampleCheckToJson(check, p), findings: sigs.map((f) => f.id) }) + '\n');
@@ -159,16 +187,33 @@ export function runCheck(o: CheckOptions, io: Io): number {
       return EXIT_UNUSABLE;
     }
   }
-  if (o.format === 'json') printJson(summary, io, pick, hostChains, list, known);
+  if (o.format === 'json') printJson(summary, io, pick, hostChains, list, known, kernelTraces);
   else if (o.format === 'ndjson') io.out(JSON.stringify({ type: 'summary', samples: summary.samples, rejected: summary.rejectedCount, failing_samples: summary.failingSamples, findings: findingsDocument(list, summary.samples, known).findings.map(({ id, title, count, state }) => ({ id, title, count, ...(state ? { state } : {}) })) }) + '\n');
-  else printSummary(summary, io, o, pick, hostChains, list, known);
+  else printSummary(summary, io, o, pick, hostChains, list, known, kernelTraces);
   if (known) {
     // The kernel-CI gate: only findings outside the baseline fail the run.
     const fresh = list.filter((f) => !known.has(f.id));
     for (const f of fresh) io.err(`stacksanity: new finding ${f.id}: ${f.title} (${f.count} samples, e.g. sample ${f.examples[0]})\n`);
     return fresh.length > 0 || hostChains.failing > 0 ? EXIT_FAILURES : EXIT_OK;
   }
-  return summary.failingSamples > 0 || hostChains.failing > 0 ? EXIT_FAILURES : EXIT_OK;
+  return summary.failingSamples > 0 || hostChains.failing > 0 || kernelTraces.failing > 0 ? EXIT_FAILURES : EXIT_OK;
+}
+
+/** Text bytes before return addresses, per profile (a live host's <buildId>.text). */
+const TEXT_SNIPPETS = new WeakMap<KernelProfile, TextSnippets>();
+
+/** The kernel's own traces judged against the raw memory (kernel-trace.ts), over a run. */
+class KernelTraceSummary {
+  samples = 0;
+  equalToOrc = 0;
+  comparedToOrc = 0;
+  frames = 0;
+  onStack = 0;
+  afterCall = 0;
+  callUnchecked = 0;
+  failing = 0;
+  readonly reasons = new Map<KernelTraceReason, number>();
+  readonly examples: { index: number; sample: Sample; messages: string[] }[] = [];
 }
 
 const BASELINE: ReadonlySet<StrategyName> = new Set(['fp']);
@@ -225,7 +270,38 @@ function loadKernels(dir: string, maxBytes: number): Map<string, KernelProfile> 
       }
     }
     const { symbols } = parseKallsyms(readInputBytes(file, maxBytes).toString('utf8'), file);
-    out.set(buildId, new KernelProfile(symbols, { ...opts, buildId: opts.buildId ?? buildId }));
+    // A live host's profile (capture --bpf) adds its ORC tables, read from its memory, in the upload form.
+    const orcFile = join(dir, `${buildId}.orc`);
+    let orc: OrcTable | undefined;
+    let orcBytes: Buffer | undefined;
+    try {
+      orcBytes = readInputBytes(orcFile, maxBytes);
+    } catch {
+      orcBytes = undefined; // no ORC tables for this build: the orc strategy does not run
+    }
+    if (orcBytes !== undefined) {
+      try {
+        orc = OrcTable.fromSections(decodeOrcUpload(orcBytes));
+      } catch (e) {
+        throw new DumpError('bad_field', `the ORC tables are unusable: ${(e as Error).message}`, { file: orcFile });
+      }
+    }
+    const profile = new KernelProfile(symbols, { ...opts, buildId: opts.buildId ?? buildId, ...(orc ? { orc } : {}) });
+    out.set(buildId, profile);
+    const textFile = join(dir, `${buildId}.text`);
+    let snippets: string | undefined;
+    try {
+      snippets = readFileSync(textFile, 'utf8');
+    } catch {
+      snippets = undefined;
+    }
+    if (snippets !== undefined) {
+      try {
+        TEXT_SNIPPETS.set(profile, parseTextSnippets(snippets, textFile));
+      } catch (e) {
+        throw new DumpError('bad_field', (e as Error).message, { file: textFile });
+      }
+    }
   }
   if (out.size === 0) throw new DumpError('bad_field', 'no <build id>.kallsyms file in the kernels folder (emulate --out writes one per build under kernels/)', { file: dir });
   return out;
@@ -277,7 +353,25 @@ function where(s: Sample): string {
   return [src, who].filter(Boolean).join(' ');
 }
 
-function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profileOf: (s: Sample) => KernelProfile | undefined, host: HostChainSummary, findings: readonly Finding[], known?: ReadonlySet<string>): void {
+/** The sampler's trace depth (SS_KSTACK_MAX): a trace exactly this long may have been cut. */
+const BPF_TRACE_CAP = 64;
+
+function kernelTraceLines(k: KernelTraceSummary): string[] {
+  if (k.samples === 0) return [];
+  const pct = (a: number, b: number): string => (b > 0 ? `${((100 * a) / b).toFixed(1)} %` : 'n/a');
+  const out = ['', `kernel's own traces judged against the raw memory: ${k.samples} samples, ${k.frames} frames`];
+  out.push(`  equal to the project's ORC walk: ${k.equalToOrc} of ${k.comparedToOrc} (${pct(k.equalToOrc, k.comparedToOrc)})`);
+  out.push(`  frames found on the stack in order: ${k.onStack} of ${k.frames - k.samples}; return addresses after a call instruction: ${k.afterCall}${k.callUnchecked ? ` (${k.callUnchecked} without text bytes, not checked)` : ''}`);
+  if (k.reasons.size > 0) out.push(`  problems: ${[...k.reasons].map(([r, n]) => `${r} ${n}`).join(', ')} in ${k.failing} samples`);
+  for (const x of k.examples.slice(0, 10)) {
+    const s = x.sample;
+    out.push(`  --- sample ${x.index}${s.source ? ` (${s.source.file}:${s.source.line})` : ''} ${s.comm ?? ''} ${s.tid ?? ''} cpu ${s.cpu ?? '?'}`);
+    for (const m of x.messages.slice(0, 3)) out.push(`      ${m}`);
+  }
+  return out;
+}
+
+function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profileOf: (s: Sample) => KernelProfile | undefined, host: HostChainSummary, findings: readonly Finding[], known?: ReadonlySet<string>, kt?: KernelTraceSummary): void {
   const profile = o.kernels === undefined ? profileOf({} as Sample) : undefined;
   const baseline = o.strategies ? NO_BASELINE : BASELINE;
   const lines: string[] = [];
@@ -296,6 +390,7 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profileOf: (s: 
   if (sm.disagreements || sm.falseReliable) lines.push(`disagreeing samples: ${sm.disagreements}; false_reliable: ${sm.falseReliable}`);
   if (sm.flaggedFrames.size > 0) lines.push(`flagged host callchain frames: ${[...sm.flaggedFrames].map(([f, n]) => `${f} ${n}`).join(', ')}`);
   if (host.checked + host.userOnly > 0) lines.push(...hostChainLines(host, profile));
+  if (kt) lines.push(...kernelTraceLines(kt));
   if (sm.rejected.size > 0) {
     lines.push(`rejected by reason: ${[...sm.rejected].map(([r, n]) => `${r} ${n}`).join(', ')}`);
     for (const r of sm.rejections.slice(0, 20)) lines.push(`  ${r.message}`);
@@ -327,7 +422,7 @@ function printSummary(sm: CheckSummary, io: Io, o: CheckOptions, profileOf: (s: 
   io.out(lines.join('\n') + '\n');
 }
 
-function printJson(sm: CheckSummary, io: Io, profileOf: (s: Sample) => KernelProfile | undefined, host: HostChainSummary, findings: readonly Finding[], known?: ReadonlySet<string>): void {
+function printJson(sm: CheckSummary, io: Io, profileOf: (s: Sample) => KernelProfile | undefined, host: HostChainSummary, findings: readonly Finding[], known?: ReadonlySet<string>, kt?: KernelTraceSummary): void {
   const obj = {
     profile: profileJson(profileOf({} as Sample)),
     samples: sm.samples,
@@ -344,6 +439,11 @@ function printJson(sm: CheckSummary, io: Io, profileOf: (s: Sample) => KernelPro
       const p = profileOf(f.sample);
       return p ? [{ index: f.index, source: f.sample.source, ...sampleCheckToJson(f.check, p) }] : [];
     }),
+    kernel_traces: kt && kt.samples > 0 ? {
+      samples: kt.samples, frames: kt.frames, compared_to_orc: kt.comparedToOrc, equal_to_orc: kt.equalToOrc, on_stack: kt.onStack,
+      after_call: kt.afterCall, call_unchecked: kt.callUnchecked, failing: kt.failing, reasons: Object.fromEntries(kt.reasons),
+      failures: kt.examples.map((x) => ({ index: x.index, source: x.sample.source, problems: x.messages })),
+    } : null,
     host_callchains: {
       checked: host.checked,
       user_only: host.userOnly,

@@ -15,6 +15,10 @@ import { parseKallsyms } from '../core/symbols/kallsyms.ts';
 import { readInputBytes } from './input.ts';
 import { parsePerfData } from './perf-data.ts';
 import { kernelLogSamples, parseKernelLog } from './kernel-log.ts';
+import { bpfRecord, type BpfCaptureResult } from './bpf-capture.ts';
+import { writeKernelFiles } from './bpf-kernel.ts';
+import { RECORD_HEADER } from './bpf-record.ts';
+import type { OrcLayout } from '../core/unwind/orc-table.ts';
 
 export interface CaptureOptions {
   /** Service base URL (http://host:port); absent with dryRun. */
@@ -26,6 +30,16 @@ export interface CaptureOptions {
   perfData?: string;
   perfScript?: string;
   kernelLog?: string;
+  /** Full-state samples from the BPF sampler (bpf-capture.ts) instead of perf. */
+  bpf?: boolean;
+  /** With bpf: keep all stack memory instead of the redacted words. */
+  fullMemory?: boolean;
+  /** With bpf and out: where the host's kernel profile goes (default <out>.kernels). */
+  kernelsOut?: string;
+  /** With bpf: the ORC entry layout, when the release does not tell it. */
+  orcLayout?: OrcLayout;
+  /** With bpf: install the sampler's build tools with apt when missing. */
+  installTools?: boolean;
   /** Symbols of the sampled kernel (default /proc/kallsyms). */
   kallsyms?: string;
   /** Kernel build id (default: a perf.data's own, else the GNU build-id note in /sys/kernel/notes). */
@@ -59,6 +73,26 @@ export interface CaptureResult {
   buildId?: string;
   /** Job ids the service answered with, one per batch. */
   jobs: string[];
+  /** With bpf: the sampler's cost and counts, what was redacted, where the profile went. */
+  bpf?: {
+    kernelSamples: number;
+    userSamples: number;
+    fullState: number;
+    lost: number;
+    cpus: number;
+    bpfCpuS: number;
+    bpfUsPerSample: number;
+    loaderCpuS: number;
+    agentCpuS: number;
+    bytesPerKernelSample: number;
+    redactedWords?: number;
+    wordsSeen?: number;
+    redactedRegs?: number;
+    orcEntries?: number;
+    kernelsOut?: string;
+    orcUploaded?: boolean;
+    decodeErrors: number;
+  };
 }
 
 const DEFAULTS = { batchSize: 500, retries: 6, backoffMs: 500, maxBackoffMs: 30_000, frequency: 99 };
@@ -116,10 +150,24 @@ function readBuildId(o: CaptureOptions): string | undefined {
 }
 
 /** Samples from the chosen source, with host and kernel build id set on each. */
-export function collectSamples(o: CaptureOptions, log: (s: string) => void): { samples: Sample[]; buildId?: string } {
+export function collectSamples(o: CaptureOptions, log: (s: string) => void): { samples: Sample[]; buildId?: string; bpf?: BpfCaptureResult } {
   let samples: Sample[];
   let fileBuildId: string | undefined;
-  if (o.perfData) {
+  let bpf: BpfCaptureResult | undefined;
+  if (o.bpf) {
+    bpf = bpfRecord({
+      duration: o.duration ?? 10, frequency: o.frequency ?? DEFAULTS.frequency, log,
+      ...(o.fullMemory ? { fullMemory: true } : {}), ...(o.orcLayout ? { orcLayout: o.orcLayout } : {}),
+      ...(o.kallsyms ? { kallsyms: o.kallsyms } : {}), ...(o.buildId ? { buildId: o.buildId } : {}), ...(o.installTools ? { install: true } : {}),
+    });
+    for (const n of bpf.notes) log(n);
+    const st = bpf.stats;
+    // The cost on the host, every run: what was lost and what the sampling took.
+    log(`sampled ${st.samples} (${st.kernel} kernel-mode, ${st.user} user-mode) on ${st.cpus} CPUs, ${st.lost} lost${st.cut ? `, ${st.cut} stacks cut at 16 KiB` : ''}${st.no_percpu ? `, ${st.no_percpu} without IRQ/IST bounds` : ''}; CPU: BPF ${(st.bpf_ns / 1e9).toFixed(3)} s, loader ${st.loader_cpu_s.toFixed(3)} s, agent ${bpf.agentCpuS.toFixed(3)} s${bpf.redaction ? `; redacted ${bpf.redaction.zeroed} of ${bpf.redaction.words} stack words, ${bpf.redaction.regsZeroed} registers` : '; full memory kept'}`);
+    for (const e of bpf.decodeErrors.slice(0, 5)) log(e);
+    samples = bpf.samples;
+    fileBuildId = bpf.kernel.buildId;
+  } else if (o.perfData) {
     const r = parsePerfData(readInputBytes(o.perfData), { file: o.perfData });
     for (const n of [...r.notes, ...r.rejected.map((x) => x.message)]) log(n);
     samples = r.samples;
@@ -140,7 +188,7 @@ export function collectSamples(o: CaptureOptions, log: (s: string) => void): { s
     s.host = host;
     if (buildId !== undefined) s.kernel = buildId;
   }
-  return { samples, ...(buildId !== undefined ? { buildId } : {}) };
+  return { samples, ...(buildId !== undefined ? { buildId } : {}), ...(bpf ? { bpf } : {}) };
 }
 
 function record(o: CaptureOptions, log: (s: string) => void): Sample[] {
@@ -199,6 +247,32 @@ async function post(o: CaptureOptions, url: string, body: string, contentType: s
   }
 }
 
+/** PUT of a binary body, with post()'s retries. */
+async function put(o: CaptureOptions, url: string, body: Uint8Array, log: (s: string) => void): Promise<HttpOutcome> {
+  const f = o.fetch ?? fetch;
+  const viaPut: typeof fetch = (u, init) => f(u, { ...init, method: 'PUT', body });
+  return post({ ...o, fetch: viaPut }, url, '', 'application/octet-stream', 'ORC upload', log);
+}
+
+function bpfSummary(b: BpfCaptureResult): NonNullable<CaptureResult['bpf']> {
+  const st = b.stats;
+  const kernelSamples = st.kernel;
+  const out: NonNullable<CaptureResult['bpf']> = {
+    kernelSamples, userSamples: st.user, fullState: b.samples.filter((s) => s.stacks.length > 0).length, lost: st.lost, cpus: st.cpus,
+    bpfCpuS: st.bpf_ns / 1e9, bpfUsPerSample: st.bpf_runs > 0 ? Math.round(st.bpf_ns / st.bpf_runs / 10) / 100 : 0,
+    loaderCpuS: st.loader_cpu_s, agentCpuS: Math.round(b.agentCpuS * 1000) / 1000,
+    bytesPerKernelSample: kernelSamples > 0 ? Math.round((st.bytes - st.records * RECORD_HEADER) / kernelSamples) : 0,
+    decodeErrors: b.decodeErrors.length,
+  };
+  if (b.redaction) {
+    out.redactedWords = b.redaction.zeroed;
+    out.wordsSeen = b.redaction.words;
+    out.redactedRegs = b.redaction.regsZeroed;
+  }
+  if (b.profile.orc) out.orcEntries = b.profile.orc.length;
+  return out;
+}
+
 function stateFile(o: CaptureOptions, buildId: string): string {
   const dir = o.stateDir ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stacksanity');
   return join(dir, `kallsyms-uploaded-${buildId.replace(/[^0-9A-Za-z_.-]/g, '_')}`);
@@ -206,16 +280,25 @@ function stateFile(o: CaptureOptions, buildId: string): string {
 
 export async function capture(o: CaptureOptions): Promise<CaptureResult> {
   const log = o.log ?? ((s: string) => process.stderr.write(`stacksanity capture: ${s}\n`));
-  if (!o.dryRun && (!o.url || !o.token)) throw new CaptureError('--url and --token are required (or --dry-run --out FILE)');
+  if (!o.dryRun && (!o.url || !o.token)) throw new CaptureError(`--url and --token are required (or ${o.bpf ? '--out FILE' : '--dry-run --out FILE'})`);
   if (o.dryRun && !o.out) throw new CaptureError('--dry-run needs --out FILE');
-  const { samples, buildId } = collectSamples(o, log);
+  const { samples, buildId, bpf } = collectSamples(o, log);
   const result: CaptureResult = { samples: samples.length, batches: 0, symbolsUploaded: false, jobs: [], ...(buildId !== undefined ? { buildId } : {}) };
+  if (bpf) result.bpf = bpfSummary(bpf);
   const batchSize = o.batchSize ?? DEFAULTS.batchSize;
   const batches: string[] = [];
   for (let i = 0; i < samples.length; i += batchSize) batches.push(formatTextDump(samples.slice(i, i + batchSize)));
 
   if (o.dryRun) {
-    writeFileSync(o.out!, batches.join(''));
+    // A blank line between batches: each ends with its last sample's line, and a comment line
+    // (the next batch's magic) does not end a sample.
+    writeFileSync(o.out!, batches.join('\n'));
+    if (bpf) {
+      const dir = o.kernelsOut ?? `${o.out}.kernels`;
+      writeKernelFiles(dir, bpf.kernel);
+      result.bpf!.kernelsOut = dir;
+      log(`the host's kernel profile (kallsyms, ORC tables, text bytes) is in ${dir}: check with \`stacksanity check --kernels ${dir} ${o.out}\``);
+    }
     result.batches = batches.length;
     log(`dry run: ${samples.length} samples in ${batches.length} batch(es) written to ${o.out}`);
     return result;
@@ -240,6 +323,12 @@ export async function capture(o: CaptureOptions): Promise<CaptureResult> {
       mkdirSync(join(mark, '..'), { recursive: true });
       writeFileSync(mark, `${new Date().toISOString()}\n`);
       result.symbolsUploaded = true;
+    }
+    // The live kernel's ORC tables, read from its memory: the workers' orc strategy needs them.
+    if (bpf?.kernel.orc) {
+      const r = await put(o, `${base}/v1/kernels/${encodeURIComponent(buildId)}/orc`, bpf.kernel.orc, log);
+      if (r.status >= 300) throw new CaptureError(`ORC upload: HTTP ${r.status}: ${r.body.slice(0, 500)}`);
+      result.bpf!.orcUploaded = true;
     }
   }
   for (let i = 0; i < batches.length; i++) {

@@ -108,6 +108,19 @@ describe('capture agent', { skip }, () => {
     await assert.rejects(capture({ url: base, token: 't', perfScript: dd, buildId: 'b0', kallsyms: zero, stateDir: path.join(dir, 's3'), log: () => {} }), /kernel\.kptr_restrict/);
   });
 
+  it('dry run keeps every sample when the dump spans several batches', async () => {
+    // A comm of hex digits (gcc's cc1) reads as a callchain line unless a blank line ends the
+    // sample before it: batches must be separated like samples.
+    const script = path.join(dir, 'cc1.txt');
+    writeFileSync(script, 'cc1 10/10 [000] 1.000001: 1 cpu-clock:\n\tffffffff81000100 vfs_read+0x0 ([kernel.kallsyms])\n\ncc1 10/10 [001] 1.000002: 1 cpu-clock:\n\tffffffff81000100 vfs_read+0x0 ([kernel.kallsyms])\n');
+    const out = path.join(dir, 'batches.dump');
+    const r = await capture({ dryRun: true, out, perfScript: script, batchSize: 1, buildId: 'b', log: () => {} });
+    assert.equal(r.batches, 2);
+    const back = parseTextDump(readFileSync(out, 'utf8'));
+    assert.deepEqual(back.rejected, []);
+    assert.deepEqual(back.samples.map((x) => x.cpu), [0, 1]);
+  });
+
   it('dry run writes the dumps of a perf.data and of a kernel log to a file', async () => {
     const out = path.join(dir, 'out.dump');
     const r = await capture({ dryRun: true, out, perfData: vector, host: 'h2', notesPath: path.join(dir, 'no-notes'), log: () => {} });
