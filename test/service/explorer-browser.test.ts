@@ -2,11 +2,12 @@
 // and a trace of each kind, a strategy and a frame clicked, and what lights up checked against
 // facts that do not come from the page's code — the words a frame-pointer frame sits in (its
 // saved bp right under its return address), the word the emulator overwrote, where pt_regs sit
-// on a stack written by hand, the kernel's stop reasons. Screenshots go to docs/screenshots/.
+// on a stack written by hand, the kernel's stop reasons. Screenshots go to a temporary directory, or to docs/screenshots/ under `npm run screenshots`.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import type { ApiServer } from '../../services/api/server.ts';
 import { startApi } from '../../services/api/server.ts';
@@ -22,7 +23,9 @@ import { ROOT, TOKEN, TOKEN_HOST, cleanup, testConfig, uniquePrefix } from './he
 import { P_USER } from '../support/orc-kernel.ts';
 
 const CHROMIUM = process.env.STACKSANITY_CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = join(ROOT, 'docs', 'screenshots');
+// The suite takes every screenshot each run; only `npm run screenshots` writes them into docs/
+// (a plain test run leaves the work tree clean).
+const SHOTS = process.env.STACKSANITY_SCREENSHOTS ? resolve(ROOT, process.env.STACKSANITY_SCREENSHOTS) : mkdtempSync(join(tmpdir(), 'stacksanity-shots-'));
 const ADMIN = 'admin-token-explorer-0123456789';
 
 async function loadPlaywright(): Promise<typeof import('playwright-core') | string> {
@@ -62,6 +65,7 @@ describe('trace explorer in chromium', { skip }, () => {
     await browser?.close();
     await api?.close();
     await cleanup(prefix);
+    if (!process.env.STACKSANITY_SCREENSHOTS) rmSync(SHOTS, { recursive: true, force: true });
   });
 
   async function open(path: string, width = 1280): Promise<Page> {
