@@ -66,6 +66,8 @@ export interface EntrySweep {
   steps: SweepStepRecord[];
   /** The interrupted instruction ran again (rip and rsp back) within the step limit. */
   returned: boolean;
+  /** Calls into the scheduler run at full speed (not sampled) until the task returned from them. */
+  steppedOver: { fn: string; step: number }[];
   /** The path reached __switch_to_asm: it scheduled another task before returning. */
   scheduledAway: boolean;
   /** Shadow-stack depth when the sweep ended (0 when the entry returned cleanly). */
@@ -300,6 +302,7 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
   let repeats = 0;
   let returned = false;
   let scheduledAway = false;
+  const steppedOver: { fn: string; step: number }[] = [];
   let gdbMs = 0;
   const t0 = performance.now();
   t.sampler.keepBounds = true;
@@ -335,7 +338,13 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
     }
     if (steps.length % 5000 === 0) log(`${steps.length} steps, at ${w.fn}+0x${w.offset.toString(16)}, shadow depth ${shadow.depth}`);
     const tg = performance.now();
-    await gdb.step();
+    const top = shadow.frames[shadow.depth - 1];
+    const over = w.offset === 0 && top !== undefined && top.slot === cur.sp && SCHEDULERS.has(w.fn);
+    if (over) {
+      // Another task runs until this one is picked again: its instructions are not this entry's.
+      await runUntilReturn(t, top.ret, top.slot + 8n, o.waitMs ?? 60_000);
+      steppedOver.push({ fn: w.fn, step: rec.index });
+    } else await gdb.step();
     const next = (await t.sampler.capture('single-step', false)).sample;
     gdbMs += performance.now() - tg;
     next.comm = s0.comm;
@@ -343,7 +352,7 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
     if (s0.tid !== undefined) next.tid = s0.tid;
     const after = stateOf(next);
     if (after.ip === cur.ip && after.sp === cur.sp && insn.rep) repeats++;
-    shadow.advance(cur, insn, after);
+    shadow.advance(cur, over ? { kind: 'ret', rep: false } : insn, after);
     if (after.ip === ctx.ip && after.sp === ctx.sp && shadow.depth === 0) {
       returned = true;
       break;
@@ -356,9 +365,36 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
   const ms = performance.now() - t0;
   return {
     entry, from, stub: spec.stub, stubAddress: stubAddr, hitsSkipped, ...(hwFrame ? { hwFrame } : {}),
-    interrupted: { ip: ctx.ip, sp: ctx.sp, user: ctx.user }, base: ctx.base, steps, returned, scheduledAway, finalDepth: shadow.depth,
+    interrupted: { ip: ctx.ip, sp: ctx.sp, user: ctx.user }, base: ctx.base, steps, returned, scheduledAway, steppedOver, finalDepth: shadow.depth,
     calls: shadow.calls, rets: shadow.rets, repeats, replacedReturns: shadow.replaced, ms, gdbMs,
   };
+}
+
+/**
+ * The scheduler entry points an entry's exit path calls (exit_to_user_mode_loop → schedule,
+ * irqentry_exit → preempt_schedule_irq, cond_resched in softirq work): stepped over, since the
+ * instructions up to the return belong to whatever tasks run meanwhile.
+ */
+const SCHEDULERS = new Set(['schedule', 'preempt_schedule_irq', 'preempt_schedule', 'preempt_schedule_notrace', '__cond_resched', 'preempt_schedule_thunk', 'preempt_schedule_notrace_thunk']);
+
+/** Runs the guest until this task executes ret to `ip` with rsp back at `sp` (other tasks may pass there first). */
+async function runUntilReturn(t: SweepTarget, ip: bigint, sp: bigint, waitMs: number): Promise<void> {
+  const gdb = t.gdb;
+  await gdb.hwBreakpoint(ip, true);
+  try {
+    for (let n = 0; n < 10_000; n++) {
+      gdb.cont();
+      await gdb.waitStop(waitMs);
+      const r = await gdb.readRegisters();
+      if (r.get('rip') === ip && r.get('rsp') === sp) return;
+      await gdb.hwBreakpoint(ip, false);
+      await gdb.step();
+      await gdb.hwBreakpoint(ip, true);
+    }
+    throw new Error(`the task did not return to ${hex(ip)} with rsp ${hex(sp)}`);
+  } finally {
+    await gdb.hwBreakpoint(ip, false);
+  }
 }
 
 async function perCpuRead(t: SweepTarget, name: string): Promise<bigint | undefined> {
