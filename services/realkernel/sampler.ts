@@ -237,7 +237,8 @@ export class Sampler {
  * block around addr — vmap'd task stacks and init_thread_union are THREAD_SIZE aligned (THREAD_ALIGN).
  */
 export function taskStackOf(addr: bigint, top: bigint | undefined, size: bigint): [bigint, bigint] | undefined {
-  if (top !== undefined && addr >= top - size && addr < top) return [top - size, top];
+  // addr == top: the stack is empty (entry_SYSCALL_64 has just loaded the top into rsp); it is still this stack.
+  if (top !== undefined && addr >= top - size && addr <= top) return [top - size, top];
   if (addr < VMALLOC_START && addr < 0xffffffff80000000n) return undefined; // user or direct map: no task stack
   const base = addr & ~(size - 1n);
   return [base, base + size];
