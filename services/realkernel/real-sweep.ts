@@ -234,7 +234,13 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
       }
       if (entry === 'nmi') await gdb.monitor('nmi');
       gdb.cont();
-      const stop = await gdb.waitStop(o.waitMs ?? 60_000);
+      let stop: string;
+      try {
+        stop = await gdb.waitStop(o.waitMs ?? 60_000);
+      } catch {
+        await gdb.interrupt();
+        throw new Error(`the guest took no ${entry} entry (${spec.stub}) from ${from} mode within ${((o.waitMs ?? 60_000) / 1000).toFixed(0)} s: nothing in its workload raises one`);
+      }
       const taken = await t.sampler.capture('single-step');
       const regs = taken.sample.regs!;
       if (regs.ip !== stubAddr) {
