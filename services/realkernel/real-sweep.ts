@@ -293,7 +293,7 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
         if (top !== undefined) ptRegs.push(top - 168n);
       }
       s0 = taken.sample;
-      ctx = { type: spec.type, ip, sp, user, ptRegs, base };
+      ctx = { type: spec.type, ip, sp, user, ptRegs, base, bp: regs.bp! };
     }
   } finally {
     await gdb.hwBreakpoint(stubAddr, false);

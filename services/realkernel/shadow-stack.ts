@@ -40,6 +40,8 @@ export interface EntryContext {
   user: boolean;
   /** Where this entry's pt_regs live (the stack it arrived on; after sync_regs the task stack): rbp = P|1 is its marker. */
   ptRegs: bigint[];
+  /** rbp when the entry began (the interrupted code's): the chain below the entry hangs from it. */
+  bp?: bigint;
   /** The interrupted context's frames below its ip (kind 'call', or 'regs' for an entry it interrupted in turn). */
   base: TruthFrame[];
 }
@@ -124,9 +126,14 @@ export class ShadowStack {
 
   /** Whether following rbp through the frames the activations built reaches this entry's marker, &pt_regs|1. */
   markerReachable(cur: CpuState): boolean {
+    return this.reaches(cur, (b) => (b & 1n) === 1n && this.entry.ptRegs.includes(b - 1n));
+  }
+
+  /** Whether following rbp through the activations' frames meets a value `hit` accepts. */
+  private reaches(cur: CpuState, hit: (b: bigint) => boolean): boolean {
     let b = cur.bp;
     for (let n = 0; n <= this.frames.length; n++) {
-      if ((b & 1n) === 1n && this.entry.ptRegs.includes(b - 1n)) return true;
+      if (hit(b)) return true;
       const a = this.frames.find((f) => f.pushed && f.savedBp !== undefined && f.slot - 8n === b);
       if (!a) return false;
       b = a.savedBp!;
@@ -153,9 +160,14 @@ export class ShadowStack {
     }
     if (this.entry.user) return out;
     const regs: TruthFrame = { ip: this.entry.ip, kind: 'regs', entry: this.entry.type };
-    if (fpRules && !this.markerReachable(cur)) regs.tolerated = 'entry_code';
+    const marked = !fpRules || this.markerReachable(cur);
+    if (!marked) regs.tolerated = 'entry_code';
     out.push(regs);
-    for (const b of this.entry.base) out.push(b);
+    // Entry code that has cleared rbp (PUSH_AND_CLEAR_REGS: `xor %ebp,%ebp`, before the marker is
+    // set) leaves no way from rbp to the interrupted chain either: the walk stops in entry code,
+    // where the kernel's unwinder is silent (§9 rule 17). Tolerated only there.
+    const cut = !marked && this.entry.bp !== undefined && this.o.inEntryCode(cur.ip) && !this.reaches(cur, (b) => b === this.entry.bp);
+    for (const b of this.entry.base) out.push(cut && b.tolerated === undefined ? { ...b, tolerated: 'entry_code' } : b);
     return out;
   }
 

@@ -83,3 +83,17 @@ test('a ret with nothing to pop is an error, not a silent miscount', () => {
   assert.throws(() => sh.advance({ ip: STUB, sp: P, bp: 0n }, insn('ret'), { ip: 5n, sp: P + 8n, bp: 0n }), /empty shadow stack/);
   assert.throws(() => sh.advance({ ip: STUB, sp: P, bp: 0n }, insn('call', 5), { ip: 5n, sp: P, bp: 0n }), /not down by 8/);
 });
+
+test('entry code that clears rbp cuts the chain below the entry: tolerated there only', () => {
+  const base = [{ ip: 0xffffffff81200000n, kind: 'call' as const }];
+  const sh = new ShadowStack({ type: 'timer', ip: 0xffffffff81234567n, sp: P + 168n, user: false, ptRegs: [P], base, bp: INTERRUPTED_BP }, { tolerance: 'encoded_fp', inEntryCode: inEntry });
+  // In error_entry (entry code) after `xor %ebp,%ebp`: neither the marker nor the interrupted rbp is reachable.
+  const cleared = sh.truth({ ip: STUB + 0x40n, sp: P, bp: 0n }, false);
+  assert.deepEqual(cleared.map((f) => f.tolerated), [undefined, 'entry_code', 'entry_code']);
+  // Still holding the interrupted rbp: the chain below is reachable, only the interrupted ip is lost.
+  const kept = sh.truth({ ip: STUB + 0x40n, sp: P, bp: INTERRUPTED_BP }, false);
+  assert.deepEqual(kept.map((f) => f.tolerated), [undefined, 'entry_code', undefined]);
+  // rbp 0 outside entry code is no window.
+  const outside = sh.truth({ ip: HANDLER, sp: P, bp: 0n }, false);
+  assert.deepEqual(outside.map((f) => f.tolerated), [undefined, 'entry_code', undefined]);
+});
