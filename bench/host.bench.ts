@@ -2,7 +2,9 @@
 // registers, memory, unwind + checks), with and without QEMU single-stepping. The baseline, in
 // the same run, is the gdbstub's bare round trip (a `qAttached` packet while stopped): the floor under
 // every step that talks to QEMU. Then ORC unwind + verdict + cross-check throughput over the
-// samples taken, offline. Needs scripts/realkernel-setup.sh. Results go to bench/RESULTS.md.
+// samples taken, offline. Then the single-step sweep (host qemu --sweep timer): steps per second,
+// against the bare single-step round trip (`s` + `g`, nothing read or checked) in the same guest.
+// SWEEP_ONLY=1 runs only the sweep part. Needs scripts/realkernel-setup.sh. Results go to bench/RESULTS.md.
 import { cpus, loadavg } from 'node:os';
 import { checkSample } from '../services/core/check/checker.ts';
 import { crossCheckEntries } from '../services/core/unwind/orc.ts';
@@ -10,6 +12,8 @@ import { StackSpace } from '../services/core/unwind/space.ts';
 import { unavailableReason } from '../services/realkernel/guest.ts';
 import { RealHostSession } from '../services/realkernel/session.ts';
 import { runSampling, summarize, type CheckedSample, type StepStats } from '../services/realkernel/run.ts';
+import { openSweepTarget } from '../services/realkernel/sweep-target.ts';
+import { sweepEntry } from '../services/realkernel/real-sweep.ts';
 
 const N = Number(process.env.SAMPLES ?? 300);
 const why = unavailableReason();
@@ -20,6 +24,7 @@ if (why) {
 
 const fmt = (s: StepStats): string => `${s.median.toFixed(3)} / ${s.p90.toFixed(3)} / ${s.max.toFixed(2)}`;
 
+if (process.env.SWEEP_ONLY !== '1') {
 const session = await RealHostSession.open({ seed: 7, minIntervalMs: 0, maxIntervalMs: 2 });
 try {
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}, Node ${process.version}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
@@ -69,4 +74,32 @@ try {
   console.log(`\noffline ORC unwind + verdict + cross-check: ${perSec.toFixed(0)} kernel samples/s (${kernel.length} samples, ${(1000 / perSec).toFixed(4)} ms each)`);
 } finally {
   session.close();
+}
+}
+
+// --- the single-step sweep ----------------------------------------------------------------------
+{
+  const target = await openSweepTarget({});
+  try {
+    console.log(`\nsweep: machine ${cpus().length} × ${cpus()[0]?.model}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    // Baseline: the bare single step, `s` + `g`, wherever the guest is stopped (right after boot).
+    const n = 2000;
+    let t = performance.now();
+    for (let i = 0; i < n; i++) {
+      await target.gdb.step();
+      await target.gdb.readRegisters();
+    }
+    const bare = n / ((performance.now() - t) / 1000);
+    console.log(`baseline: bare gdbstub single step (s + g) ${bare.toFixed(0)} steps/s`);
+    console.log('\n| sweep | steps | steps/s | in the gdbstub (s, g, stack, code) | ÷ bare s+g |');
+    console.log('|---|---:|---:|---:|---:|');
+    for (const [label, check] of [['timer from user, all checks', true], ['timer from user, no checks', false]] as const) {
+      t = performance.now();
+      const sw = await sweepEntry(target, 'timer', 'user', { check });
+      const perSec = sw.steps.length / (sw.ms / 1000);
+      console.log(`| ${label} | ${sw.steps.length} | ${perSec.toFixed(0)} | ${((sw.gdbMs / sw.ms) * 100).toFixed(0)} % | ${(perSec / bare).toFixed(2)} |`);
+    }
+  } finally {
+    target.close();
+  }
 }

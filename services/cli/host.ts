@@ -12,6 +12,7 @@ import { elfSections, sectionBytes } from '../realkernel/vmlinux.ts';
 import { RealHostSession } from '../realkernel/session.ts';
 import { runSampling, samplesOf, summarize } from '../realkernel/run.ts';
 import type { Io } from './check.ts';
+import { runHostSweep } from './host-sweep.ts';
 
 const USAGE = 'usage: stacksanity host qemu [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]\n'
   + '  T is seconds (or 30s, 2m). Needs scripts/realkernel-setup.sh to have been run.\n';
@@ -24,6 +25,7 @@ function duration(s: string): number | undefined {
 }
 
 export async function runHost(args: string[], io: Io): Promise<number> {
+  if (args.some((a) => a === '--sweep' || a.startsWith('--sweep='))) return runHostSweep(args, io);
   let parsed;
   try {
     parsed = parseArgs({

@@ -212,6 +212,26 @@ export class GdbStub {
     }
   }
 
+  /** The next stop reply (`T05` after a step or a breakpoint), skipping console output and other replies. */
+  async waitStop(timeoutMs = 5000): Promise<string> {
+    for (;;) {
+      const p = await this.nextPacket(timeoutMs);
+      if (/^[TS][0-9a-f]{2}/.test(p)) return p;
+    }
+  }
+
+  /** Executes one instruction (with QEMU's default sstep flags: interrupts and timers masked). */
+  async step(timeoutMs = 5000): Promise<string> {
+    this.send('s');
+    return this.waitStop(timeoutMs);
+  }
+
+  /** Inserts (`Z1`) or removes (`z1`) a hardware breakpoint. */
+  async hwBreakpoint(addr: bigint, on: boolean): Promise<void> {
+    const p = await this.request(`${on ? 'Z' : 'z'}1,${addr.toString(16)},1`);
+    if (p !== 'OK') throw new Error(`${on ? 'Z1' : 'z1'} at ${addr.toString(16)}: ${p || 'not supported'}`);
+  }
+
   /** Resumes the VM; its stop reply arrives after the next interrupt. */
   cont(): void {
     this.send('c');

@@ -117,6 +117,8 @@ export interface LaunchOptions {
   /** Working directory for the console log, kallsyms dump and initramfs. */
   dir: string;
   memMiB?: number;
+  /** More QEMU options (e.g. -icount for the single-step sweep), after the project's own. */
+  qemuArgs?: string[];
 }
 
 export async function launchGuest(o: LaunchOptions): Promise<Guest> {
@@ -135,6 +137,7 @@ export async function launchGuest(o: LaunchOptions): Promise<Guest> {
     '-serial', `file:${consoleLog}`, '-serial', `file:${kallsymsFile}`,
     '-kernel', o.files.image, '-initrd', initrd, '-append', append,
     '-gdb', `tcp:127.0.0.1:${port}`,
+    ...(o.qemuArgs ?? []),
   ];
   const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';

@@ -23,6 +23,10 @@ const CPU_ENTRY_AREA_END = 0xfffffe8000000000n;
 /** Bytes read below the sampled rsp (stale, but entry-code ORC data may refer to them). */
 const BELOW_SP = 128n;
 
+function inRange(x: bigint, top: bigint | undefined, size: bigint): boolean {
+  return top !== undefined && x >= top - size && x < top;
+}
+
 function maxBig(a: bigint, b: bigint): bigint {
   return a > b ? a : b;
 }
@@ -68,6 +72,12 @@ const GPR: [string, keyof Regs][] = [
 ];
 
 export class Sampler {
+  /**
+   * Reuse the per-CPU stack bounds between captures while rsp stays on those stacks (a single-step
+   * sweep: nothing else runs between two steps, so only the stepped code can move them).
+   */
+  keepBounds = false;
+  private bounds: { top: bigint | undefined; irqTop: bigint | undefined; sp0: bigint | undefined } | undefined;
   private readonly rand: () => number;
   private perCpuBase: bigint | undefined;
   private commOffset: number | undefined;
@@ -85,7 +95,10 @@ export class Sampler {
   /** One-time reads while the VM is stopped: the per-CPU base of CPU 0 and where comm lives. */
   async init(): Promise<void> {
     const pco = this.syms.get('__per_cpu_offset');
+    // A uniprocessor build (CONFIG_SMP=n) has no __per_cpu_offset: its per-CPU variables are plain
+    // globals, and kallsyms gives their absolute addresses.
     if (pco !== undefined) this.perCpuBase = await this.gdb.readU64(pco);
+    else if (this.syms.has('cpu_current_top_of_stack')) this.perCpuBase = 0n;
     const init = this.syms.get('init_task');
     if (init !== undefined) {
       // The idle task of CPU 0 is called "swapper/0": its comm field is where that string is.
@@ -115,7 +128,14 @@ export class Sampler {
     let t = performance.now();
     await this.gdb.interrupt();
     const stop = performance.now() - t;
-    t = performance.now();
+    const taken = await this.capture('nmi');
+    taken.times.stop = stop;
+    return taken;
+  }
+
+  /** A sample of the VM as it is stopped now (after a stop, a breakpoint or a single step). */
+  async capture(trigger: string, withTask = true): Promise<TakenSample> {
+    let t = performance.now();
     const g = await this.gdb.readRegisters();
     const regsMs = performance.now() - t;
     t = performance.now();
@@ -125,15 +145,15 @@ export class Sampler {
       if (v !== undefined) regs[to] = v;
     }
     const sample: Sample = {
-      cpu: 0, time: ((performance.now() - this.t0) / 1000).toFixed(6), trigger: 'nmi',
+      cpu: 0, time: ((performance.now() - this.t0) / 1000).toFixed(6), trigger,
       host: this.o.host, kernel: this.o.buildId, regs, stacks: [],
     };
-    await this.task(sample);
+    if (withTask) await this.task(sample);
     let where: TakenSample['where'] = 'user';
     if (((regs.cs ?? 0n) & 3n) === 0n) where = await this.stacks(sample, regs.sp ?? 0n);
     const memory = performance.now() - t;
     this.n++;
-    return { sample, times: { stop, regs: regsMs, memory }, where };
+    return { sample, times: { stop: 0, regs: regsMs, memory }, where };
   }
 
   private async task(s: Sample): Promise<void> {
@@ -158,13 +178,22 @@ export class Sampler {
    * interrupted rsp saved in the IRQ stack's top word.
    */
   private async stacks(s: Sample, rsp: bigint): Promise<TakenSample['where']> {
-    const top = await this.perCpu('cpu_current_top_of_stack');
-    const irqPtr = await this.perCpu('hardirq_stack_ptr');
-    const tss = this.syms.get('cpu_tss_rw');
-    const sp0 = tss !== undefined && this.perCpuBase !== undefined ? await this.gdb.readU64(this.perCpuBase + tss + BigInt(TSS_SP0)) : undefined;
-    const irqTop = irqPtr !== undefined ? irqPtr + 8n : undefined;
     const irqSize = BigInt(stackSize('irq'));
     const threadSize = BigInt(THREAD_SIZE);
+    let b = this.keepBounds ? this.bounds : undefined;
+    // Kept bounds serve only while rsp is on one of those stacks (a task switch moves it elsewhere).
+    if (b && !(inRange(rsp, b.top, threadSize) || inRange(rsp, b.irqTop, irqSize) || inRange(rsp, b.sp0, BigInt(PAGE_SIZE)))) b = undefined;
+    if (!b) {
+      const irqPtr = await this.perCpu('hardirq_stack_ptr');
+      const tss = this.syms.get('cpu_tss_rw');
+      b = {
+        top: await this.perCpu('cpu_current_top_of_stack'),
+        irqTop: irqPtr !== undefined ? irqPtr + 8n : undefined,
+        sp0: tss !== undefined && this.perCpuBase !== undefined ? await this.gdb.readU64(this.perCpuBase + tss + BigInt(TSS_SP0)) : undefined,
+      };
+      this.bounds = b;
+    }
+    const { top, irqTop, sp0 } = b;
 
     if (irqTop !== undefined && rsp >= irqTop - irqSize && rsp < irqTop) {
       const irq = await this.window('irq', irqTop - irqSize, irqTop, rsp);
@@ -208,7 +237,8 @@ export class Sampler {
  * block around addr — vmap'd task stacks and init_thread_union are THREAD_SIZE aligned (THREAD_ALIGN).
  */
 export function taskStackOf(addr: bigint, top: bigint | undefined, size: bigint): [bigint, bigint] | undefined {
-  if (top !== undefined && addr >= top - size && addr < top) return [top - size, top];
+  // addr == top: the stack is empty (entry_SYSCALL_64 has just loaded the top into rsp); it is still this stack.
+  if (top !== undefined && addr >= top - size && addr <= top) return [top - size, top];
   if (addr < VMALLOC_START && addr < 0xffffffff80000000n) return undefined; // user or direct map: no task stack
   const base = addr & ~(size - 1n);
   return [base, base + size];

@@ -16,6 +16,7 @@ export interface SessionOptions {
   minIntervalMs?: number;
   maxIntervalMs?: number;
   log?: (s: string) => void;
+  qemuArgs?: string[];
 }
 
 export class RealHostSession {
@@ -43,7 +44,7 @@ export class RealHostSession {
     const workdir = mkdtempSync(join(tmpdir(), 'stacksanity-qemu-'));
     t = performance.now();
     log(kallsyms ? 'booting (kallsyms cached)' : 'booting and dumping /proc/kallsyms once for this build (slow UART, ~30 s)');
-    const guest = await launchGuest({ files, dumpKallsyms: kallsyms === undefined, dir: workdir });
+    const guest = await launchGuest({ files, dumpKallsyms: kallsyms === undefined, dir: workdir, ...(o.qemuArgs ? { qemuArgs: o.qemuArgs } : {}) });
     timings.boot = performance.now() - t;
     try {
       if (kallsyms === undefined) {

@@ -118,3 +118,20 @@ for (const tag of ['kernel_entry', 'section', 'encoded_fp', 'encoded_fp+section'
     if (encoded) assert.ok(seen.blind > 0, 'the sweep reaches the places where rbp holds &pt_regs|1');
   });
 }
+
+test('classify: a return address in the truth twice (in a window once) is matched to the copy that must be reported', () => {
+  // A timer interrupt in the softirq of an earlier one: the handler's return into the stub (in its
+  // prologue: tolerated) and the earlier handler's identical return address below (not tolerated).
+  const stubRet = 0xffffffff81c00f0bn;
+  const truth = [
+    { ip: 0xffffffff81a40000n, kind: 'start' as const },
+    { ip: stubRet, kind: 'call' as const, tolerated: 'prologue' as const },
+    { ip: 0xffffffff81034bebn, kind: 'regs' as const, entry: 'timer' },
+    { ip: stubRet, kind: 'call' as const },
+  ];
+  // The walk reports one copy (the lower one) and loses the one in the prologue window.
+  const r = classify(truth, { strategy: 'encoded_fp', verdict: 'tolerated', frames: [0xffffffff81a40000n, 0xffffffff81034bebn, stubRet] });
+  assert.deepEqual(r, { outcome: 'window', lost: ['prologue'] });
+  // Losing both is a hard loss.
+  assert.equal(classify(truth, { strategy: 'encoded_fp', verdict: 'truncated', frames: [0xffffffff81a40000n, 0xffffffff81034bebn] }).outcome, 'wrong');
+});

@@ -122,5 +122,7 @@ describe('sampler helpers', () => {
     // Mid task switch: the per-CPU top already names the next task.
     assert.deepEqual(taskStackOf(0xffffc90000637c18n, 0xffffc90000010000n, size), [0xffffc90000634000n, 0xffffc90000638000n]);
     assert.equal(taskStackOf(0x7ffce7aa5a18n, 0xffffc90000638000n, size), undefined, 'a user rsp is on no task stack');
+    // rsp at the very top: an empty stack (entry_SYSCALL_64 after `mov cpu_current_top_of_stack, %rsp`), not the block above it.
+    assert.deepEqual(taskStackOf(0xffffc90000638000n, 0xffffc90000638000n, size), [0xffffc90000634000n, 0xffffc90000638000n]);
   });
 });
