@@ -23,7 +23,9 @@
 // upload, 500), BENCH_RATE (samples/s over all hosts, 2000), BENCH_KILL_EVERY_MS (10000),
 // BENCH_REDIS_RESTART (kill | term | none; default kill), BENCH_REDIS_DOWN_MS (how long Redis
 // stays down, 3000), BENCH_APPENDFSYNC (always | everysec; default always, the setting the 202
-// promise needs: docs/operations-service.md), BENCH_DRAIN_SECONDS (180), BENCH_WORKERS (2).
+// promise needs: docs/operations-service.md), BENCH_DRAIN_SECONDS (180), BENCH_WORKERS (2),
+// BENCH_SELF_CHECK=1 (at the end, one upload's samples are sent again under a new key, and the
+// count must report exactly those as counted twice: the detector's own test).
 // The service gets this environment (STACKSANITY_LOCK_MS and friends apply). Every process it
 // started is stopped; its Redis data directory is deleted.
 import { randomBytes } from 'node:crypto';
@@ -51,6 +53,7 @@ const REDIS_DOWN_MS = Number(process.env.BENCH_REDIS_DOWN_MS ?? 3000);
 const FSYNC = (process.env.BENCH_APPENDFSYNC ?? 'always') as AppendFsync;
 const DRAIN_S = Number(process.env.BENCH_DRAIN_SECONDS ?? 180);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+const SELF_CHECK = process.env.BENCH_SELF_CHECK === '1';
 const UPLOAD_TIMEOUT_MS = 30_000;
 if (!['kill', 'term', 'none'].includes(REDIS_RESTART) || !['always', 'everysec'].includes(FSYNC)) {
   process.stderr.write('bench:soak: BENCH_REDIS_RESTART is kill, term or none; BENCH_APPENDFSYNC always or everysec\n');
@@ -326,6 +329,22 @@ try {
   clearInterval(progress);
   const drainedAt = at();
 
+  // ---- the detector's own check (BENCH_SELF_CHECK=1): one upload's samples sent again under a new
+  // key — a second batch of the same samples, i.e. what a lost done: marker would do — must show
+  // as exactly that many counted twice ----
+  let selfCheck: Upload | undefined;
+  if (SELF_CHECK) {
+    const u = uploads.find((x) => x.job !== undefined)!;
+    const h = Number(/^soak-h(\d+)-u(\d+)$/.exec(u.host)![1]);
+    const n = Number(/-u(\d+)$/.exec(u.host)![1]);
+    const body = gzipSync(pool[(h * 5 + n) % pool.length]!.replace(/^\t\.host .*$/gm, `\t.host ${u.host}`), { level: 1 });
+    const a = await post(body, `${u.key}-again`);
+    if (!('status' in a) || a.status !== 202) throw new Error(`self-check upload: ${JSON.stringify(a)}`);
+    const job = (JSON.parse(a.text) as { job: string }).job;
+    for (const t = Date.now(); (await redis.exists(keys.done(job))) === 0 && Date.now() - t < 60_000;) await sleep(200);
+    selfCheck = u;
+  }
+
   // ---- the count, upload by upload ----
   const store = traceStore(cfg, redis, keys);
   let accepted = 0;
@@ -385,12 +404,13 @@ try {
     ...rows,
     `  peaks: API ${peak((r) => r.api)}, one worker ${peak((r) => Math.max(0, ...r.workers))}, Redis ${peak((r) => r.redis)}; API error log lines ${serve.errors().count}; worker connection-error lines ${connErrors}`,
   ];
+  if (selfCheck) lines.push(`self-check: ${selfCheck.host}'s ${selfCheck.accepted} samples sent again under a new key; counted twice ${twice} (the detector ${twice === selfCheck.accepted ? 'works' : 'DID NOT SEE IT'})`);
   if (lostList.length) lines.push(`  lost, first: ${lostList.join('; ')}`);
   if (twiceList.length) lines.push(`  counted twice, first: ${twiceList.join('; ')}`);
   if (unexpected.length) lines.push(`  refused uploads, first: ${unexpected.join('; ')}`);
   for (const e of serve.errors().first) lines.push(`  API error: ${e.slice(0, 300)}`);
   console.log(lines.join('\n'));
-  if (lost > 0 || twice > 0 || noMarker > 0 || unclaimed > 0 || parked > 0 || givenUp > 0) {
+  if (lost > 0 || twice !== (selfCheck?.accepted ?? 0) || noMarker > 0 || unclaimed > 0 || parked > 0 || givenUp > 0) {
     log('FAILED: lost, double-counted, unmarked, parked or refused batches (above)');
     exitCode = 1;
   }
