@@ -405,13 +405,18 @@ function emptyStats(): ReaderStats {
 }
 
 async function workerMain(): Promise<void> {
-  const { seed, from, to, progress } = workerData as { seed: number; from: number; to: number; progress: SharedArrayBuffer };
+  const { seed, from, to, progress, skip } = workerData as { seed: number; from: number; to: number; progress: SharedArrayBuffer; skip: number[] };
+  const skipped = new Set(skip);
   const cur = new Float64Array(progress);
   const seeds = await loadSeeds(seed);
   let stats: Record<string, ReaderStats> = {};
   let findings: Finding[] = [];
   let lastPost = performance.now();
   for (let i = from; i < to; i++) {
+    if (skipped.has(i)) {
+      if (i === to - 1) parentPort!.postMessage({ stats, findings, next: to, done: true } satisfies WorkerMsg);
+      continue;
+    }
     const input = makeInput(seeds, seed, i);
     cur[0] = i;
     cur[1] = performance.now() + performance.timeOrigin;
@@ -456,10 +461,10 @@ export interface CampaignResult {
   lines: string[];
 }
 
-function startWorker(seed: number, from: number, to: number, progress: SharedArrayBuffer): Worker {
+function startWorker(seed: number, from: number, to: number, progress: SharedArrayBuffer, skip: number[] = []): Worker {
   const boot = `import { register } from ${JSON.stringify(import.meta.resolve('tsx/esm/api'))}; register(); await import(${JSON.stringify(import.meta.url)});`;
   return new Worker(new URL(`data:text/javascript,${encodeURIComponent(boot)}`), {
-    workerData: { fuzzReaders: true, seed, from, to, progress },
+    workerData: { fuzzReaders: true, seed, from, to, progress, skip },
     // A reader that allocates without bound dies here, not the campaign.
     resourceLimits: { maxOldGenerationSizeMb: 1536 },
   });
@@ -488,10 +493,14 @@ async function timeAlone(seed: number, index: number, capMs: number): Promise<nu
 /** Runs indices [from, to) in worker threads, restarting after each hang or death. */
 async function runRange(o: CampaignOptions, seeds: Seeds, from: number, to: number, stats: Map<string, ReaderStats>, findings: Finding[], tick: () => void): Promise<void> {
   let next = from;
+  // Inputs that hung or killed a thread: the next thread starts after the last input whose result
+  // came back (those after it and before the culprit ran, but their results were still in the
+  // dead thread) and skips these.
+  const skip: number[] = [];
   while (next < to) {
     const progress = new SharedArrayBuffer(16);
     const cur = new Float64Array(progress);
-    const w = startWorker(o.seed, next, to, progress);
+    const w = startWorker(o.seed, next, to, progress, skip);
     const outcome = await new Promise<{ kind: 'done' } | { kind: 'hang' | 'died'; index: number; detail: string }>((resolve) => {
       let settled = false;
       const settle = (v: { kind: 'done' } | { kind: 'hang' | 'died'; index: number; detail: string }): void => {
@@ -539,7 +548,7 @@ async function runRange(o: CampaignOptions, seeds: Seeds, from: number, to: numb
     const t = stats.get(input.reader) ?? emptyStats();
     t.n++;
     stats.set(input.reader, t);
-    next = outcome.index + 1;
+    skip.push(outcome.index);
   }
 }
 

@@ -1,12 +1,15 @@
-// Inputs found by `npm run fuzz` (bench/fuzz-readers.ts) that hung a reader: a long run of one
-// character made a scan quadratic in the run's length (64 KB: 11 s to over 30 s; the 1 MiB runs
-// here would take hours). Each test checks what the reader makes of such a line, worked out from
-// the format's rules; the test runner's timeout is the hang guard (the fixed readers take
-// milliseconds, ~1000x below it), not a timing assertion.
+// Inputs found by `npm run fuzz` (bench/fuzz-readers.ts) that broke a reader. Two hung it: a long
+// run of one character made a scan quadratic in the run's length (64 KB: 11 s to over 30 s; the
+// 1 MiB runs here would take hours). Each of those tests checks what the reader makes of such a
+// line, worked out from the format's rules; the test runner's timeout is the hang guard (the fixed
+// readers take milliseconds, ~1000x below it), not a timing assertion. One crashed it: a perf.data
+// sample record whose length is not a multiple of 8 (perf writes 8-aligned records; a damaged file
+// need not).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { collapsePerfScript } from '../../services/realhost/collapse.ts';
 import { parseKernelLog } from '../../services/realhost/kernel-log.ts';
+import { parsePerfData } from '../../services/realhost/perf-data.ts';
 
 const RUN = 1 << 20;
 const GUARD = { timeout: 60_000 };
@@ -59,5 +62,54 @@ describe('kernel log: a long run of capitals in a register line', () => {
     const regs = r.traces[0]!.entryRegs[0]!.regs;
     assert.equal(regs.ax, 1n);
     assert.equal(regs.bx, undefined);
+  });
+});
+
+describe('perf.data: a sample record whose length is not a multiple of 8', () => {
+  /**
+   * A little-endian perf.data by the layout of perf_file_header (tools/perf/util/header.h): one
+   * perf_event_attr of PERF_ATTR_SIZE_VER0 (64 bytes) with sample_type = PERF_SAMPLE_CALLCHAIN
+   * (1 << 5) and an empty ids section, then the data section holding `record`.
+   */
+  function perfData(record: Buffer): Buffer {
+    const head = Buffer.alloc(104 + 80);
+    head.write('PERFILE2', 0, 'latin1');
+    head.writeBigUInt64LE(104n, 8); // header size
+    head.writeBigUInt64LE(80n, 16); // attr_size: perf_event_attr + perf_file_section ids
+    head.writeBigUInt64LE(104n, 24); // attrs.offset
+    head.writeBigUInt64LE(80n, 32); // attrs.size
+    head.writeBigUInt64LE(184n, 40); // data.offset
+    head.writeBigUInt64LE(BigInt(record.length), 48); // data.size
+    head.writeUInt32LE(0, 104); // attr.type: PERF_TYPE_HARDWARE
+    head.writeUInt32LE(64, 108); // attr.size
+    head.writeBigUInt64LE(1n << 5n, 128); // attr.sample_type: CALLCHAIN
+    return Buffer.concat([head, record]);
+  }
+
+  /** PERF_RECORD_SAMPLE (type 9): the 8-byte header, callchain.nr = nr, then `tail` bytes. */
+  function sampleRecord(nr: bigint, tail: number): Buffer {
+    const b = Buffer.alloc(8 + 8 + tail);
+    b.writeUInt32LE(9, 0);
+    b.writeUInt16LE(1, 4); // misc: PERF_RECORD_MISC_KERNEL
+    b.writeUInt16LE(b.length, 6);
+    b.writeBigUInt64LE(nr, 8);
+    return b;
+  }
+
+  it('rejects the sample as truncated when its callchain.nr needs more than the 4 bytes left', () => {
+    // 4 bytes after nr: room for no 8-byte ip at all, so nr = 3 cannot fit.
+    const r = parsePerfData(perfData(sampleRecord(3n, 4)), { file: 'x.perf.data' });
+    assert.equal(r.samples.length, 0);
+    assert.deepEqual(r.rejected.map((x) => [x.reason, x.where.field]), [['truncated', 'sample.callchain.nr']]);
+  });
+
+  it('still reads a callchain that fits, with odd bytes after it', () => {
+    // nr = 1 and 12 bytes left: one ip (8 bytes) fits; the 4 bytes after it are the record's slack.
+    const rec = sampleRecord(1n, 12);
+    rec.writeBigUInt64LE(0xffffffff81000000n, 16);
+    const r = parsePerfData(perfData(rec), { file: 'x.perf.data' });
+    assert.equal(r.rejected.length, 0);
+    assert.equal(r.samples.length, 1);
+    assert.deepEqual(r.samples[0]!.callchain?.map((e) => e.addr), [0xffffffff81000000n]);
   });
 });
