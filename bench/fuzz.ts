@@ -1,4 +1,11 @@
-// npm run fuzz — the HTTP fuzzing of issue 17's fault campaign, kept as a command. It starts
+// npm run fuzz — the fault campaign's fuzzing, kept as a command, in two parts. First the readers
+// (bench/fuzz-readers.ts): FUZZ_READER_INPUTS (default 100,000) mutated and truncated inputs run
+// straight into the text, JSON, binary batch, perf script, perf.data and kernel-log readers in a
+// worker thread under a watchdog (FUZZ_READER_TIMEOUT_MS per input, default 5000; 0 inputs skips
+// this part; FUZZ_SEED=<seed> FUZZ_READER_REPLAY=<index> runs one input here with its stack trace).
+// Then the HTTP API (FUZZ_UPLOADS=0 skips it), as below.
+//
+// The HTTP part (issue 17): it starts
 // `stacksanity serve --no-feeder --workers 1` (the API in that process, one checker worker process)
 // on the Redis at 127.0.0.1:6379 under a unique key prefix (deleted afterwards), uploads the
 // example kernel's symbols and the emulated fleet's kernels, then sends a bounded number of
@@ -43,6 +50,7 @@ import { feederSource, type FeedKernel } from '../services/pipeline/feed.ts';
 import { loadConfig } from '../services/pipeline/config.ts';
 import { traceStore } from '../services/pipeline/queue.ts';
 import { Keys } from '../services/pipeline/keys.ts';
+import { replayReaderInput, runReaderCampaign } from './fuzz-readers.ts';
 import { ROOT, alive, checkedSamples, cpuSecondsOf, deletePrefix, mib, rssOf, sleep, startServe, workerPids, type ServeHandle } from './service.ts';
 
 const UPLOADS = Number(process.env.FUZZ_UPLOADS ?? 20_000);
@@ -593,4 +601,23 @@ async function main(): Promise<number> {
   }
 }
 
-process.exit(await main());
+const READER_INPUTS = Number(process.env.FUZZ_READER_INPUTS ?? 100_000);
+const READER_REPLAY = process.env.FUZZ_READER_REPLAY;
+
+async function all(): Promise<number> {
+  if (READER_REPLAY !== undefined) return replayReaderInput(SEED, Number(READER_REPLAY), process.env.FUZZ_SAVE, log);
+  let code = 0;
+  if (READER_INPUTS > 0 && !ONLY && !KIND) {
+    log(`fuzz: seed ${SEED} (replay one reader input: FUZZ_SEED=${SEED} FUZZ_READER_REPLAY=<index> npm run fuzz)`);
+    const r = await runReaderCampaign({ seed: SEED, inputs: READER_INPUTS, timeoutMs: Number(process.env.FUZZ_READER_TIMEOUT_MS ?? 5000), threads: Number(process.env.FUZZ_READER_THREADS ?? 1), log });
+    console.log(r.lines.join('\n'));
+    if (!r.ok) {
+      log('FAILED: a reader crashed, hung, or the transcoder disagreed with the parser (replay commands above)');
+      code = 1;
+    }
+  }
+  if (UPLOADS > 0 || ONLY) code = Math.max(code, await main());
+  return code;
+}
+
+process.exit(await all());

@@ -47,7 +47,16 @@ export function redisServerAvailable(env: NodeJS.ProcessEnv = process.env): bool
   return !r.error && r.status === 0;
 }
 
-export async function startPrivateRedis(dir: string, port?: number, env: NodeJS.ProcessEnv = process.env): Promise<RedisHandle & { stop: () => Promise<void>; port: number; child: ChildProcess }> {
+/**
+ * When Redis fsyncs its append-only file. 'always': before it answers a write, so a 202 (sent
+ * once the batch's job is in Redis) survives the machine itself crashing — what the API promises.
+ * 'everysec': written to the kernel before the answer but fsynced once a second, so a power cut or
+ * kernel panic can lose the last second or two of accepted batches (a Redis crash alone cannot).
+ * docs/operations-service.md, "Redis", has the measured cost.
+ */
+export type AppendFsync = 'always' | 'everysec';
+
+export async function startPrivateRedis(dir: string, port?: number, env: NodeJS.ProcessEnv = process.env, appendfsync: AppendFsync = 'always'): Promise<RedisHandle & { stop: () => Promise<void>; port: number; child: ChildProcess }> {
   if (!redisServerAvailable(env)) {
     throw new Error(`no Redis: REDIS_URL is not set, nothing answers on 127.0.0.1:6379, and redis-server is not on PATH. Install the Debian package '${DEBIAN_PACKAGE}' (sudo apt-get install ${DEBIAN_PACKAGE}) or set REDIS_URL.`);
   }
@@ -56,7 +65,7 @@ export async function startPrivateRedis(dir: string, port?: number, env: NodeJS.
   await stopStale(pidfile);
   const p = port ?? (await freePort());
   const child = spawn('redis-server', [
-    '--bind', '127.0.0.1', '--port', String(p), '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec',
+    '--bind', '127.0.0.1', '--port', String(p), '--dir', dir, '--appendonly', 'yes', '--appendfsync', appendfsync,
     '--save', '', '--maxmemory-policy', 'noeviction', '--protected-mode', 'yes', '--daemonize', 'no', '--loglevel', 'warning',
     '--pidfile', pidfile,
     // Its own process group: a Ctrl-C in the terminal must not stop Redis before the workers have

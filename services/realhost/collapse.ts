@@ -106,13 +106,22 @@ function scanHeader(s: Uint8Array, from: number, to: number): boolean {
     let p = e + 1;
     while (p < to && isWs(s[p]!)) p++;
     const d1 = p;
+    // Every blank of this run up to d1 would lead to the same d1 and the same verdict: on a miss,
+    // go on after the run (trying each blank of a long run of blanks was quadratic in its length).
+    const next = d1 - 1;
     while (p < to && isDigit(s[p]!)) p++;
-    if (p === d1) continue;
+    if (p === d1) {
+      e = next;
+      continue;
+    }
     const d1e = p;
     while (p < to && s[p]! === 0x2f) p++;
     const d2 = p;
     while (p < to && isDigit(s[p]!)) p++;
-    if (p >= to || !isWs(s[p]!)) continue;
+    if (p >= to || !isWs(s[p]!)) {
+      e = next;
+      continue;
+    }
     headerOut[0] = e;
     headerOut[1] = d1;
     headerOut[2] = d1e;

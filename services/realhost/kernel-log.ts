@@ -230,7 +230,11 @@ function parseRegLine(body: string, into: LogRegs): void {
     } else if (/^[0-9a-f]{4}:/.test(rest)) into.regs.cs = BigInt('0x' + rest.slice(0, 4));
     return;
   }
-  const re = /([A-Z0-9_]+): ?(?:([0-9a-f]{4}):)?([0-9a-f]{8,16})\b/g;
+  // A name starts where no name character precedes it. Without the lookbehind the engine tried
+  // every position of a long run of capitals (each scanning to the run's end: quadratic, 11 s for
+  // a 64 KB line); a start inside a run reaches the same colon as the run's first letter, so it
+  // can never match where that one did not.
+  const re = /(?<![A-Z0-9_])([A-Z0-9_]+): ?(?:([0-9a-f]{4}):)?([0-9a-f]{8,16})\b/g;
   for (let m = re.exec(s); m; m = re.exec(s)) {
     const f = REG_NAMES[m[1]!];
     if (f === undefined) continue;

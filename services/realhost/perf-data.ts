@@ -479,7 +479,7 @@ function readSample(
   }
   if (st & S.CALLCHAIN) {
     const nr = u64('sample.callchain.nr');
-    if (nr > BigInt((end - p) / 8)) throw new DumpError('truncated', `offset ${p - 8}: callchain.nr ${nr} needs ${nr * 8n} bytes, the record has ${end - p} left`, { file: r.file, field: 'sample.callchain.nr' });
+    if (nr > BigInt(Math.floor((end - p) / 8))) throw new DumpError('truncated', `offset ${p - 8}: callchain.nr ${nr} needs ${nr * 8n} bytes, the record has ${end - p} left`, { file: r.file, field: 'sample.callchain.nr' });
     const chain: CallchainEntry[] = [];
     for (let i = 0n; i < nr; i++) {
       const a = u64('sample.callchain.ips');
@@ -507,7 +507,7 @@ function readSample(
     const nr = u64('sample.branch_stack.nr');
     if (attr.branchSampleType & BRANCH_HW_INDEX) u64('sample.branch_stack.hw_idx');
     const per = 3 + (attr.branchSampleType & BRANCH_COUNTERS ? 1 : 0);
-    if (nr > BigInt((end - p) / (8 * per))) throw new DumpError('truncated', `offset ${p}: branch_stack.nr ${nr} does not fit the record`, { file: r.file, field: 'sample.branch_stack.nr' });
+    if (nr > BigInt(Math.floor((end - p) / (8 * per)))) throw new DumpError('truncated', `offset ${p}: branch_stack.nr ${nr} does not fit the record`, { file: r.file, field: 'sample.branch_stack.nr' });
     p += Number(nr) * 8 * per;
   }
   if (st & S.REGS_USER) {

@@ -139,8 +139,9 @@ describe('collapse: rules worked out from stackcollapse-perf.pl', () => {
 });
 
 describe('collapse: fuzz', { skip }, () => {
-  it('truncated and byte-flipped corpus files collapse without throwing, in bounded time', () => {
-    const started = Date.now();
+  // The runner's timeout is the hang guard (catastrophic backtracking takes minutes here); speed
+  // itself is bench:collapse's business, not a test's.
+  it('truncated and byte-flipped corpus files collapse without throwing, and without hanging', { timeout: 180_000 }, () => {
     let seed = 99;
     const rand = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
     for (const f of readdirSync(corpus).filter((x) => x.endsWith('.txt'))) {
@@ -156,7 +157,6 @@ describe('collapse: fuzz', { skip }, () => {
     // Pathological lines: the regex fallback must stay linear-ish (no catastrophic backtracking).
     const long = `xx 1 e:\n\t${'a'.repeat(20_000)} ${'( '.repeat(20_000)}\n\t${'1 '.repeat(20_000)}\n${'x '.repeat(20_000)}1 \n\n`;
     collapsePerfScript(long);
-    assert.ok(Date.now() - started < 20_000, `took ${Date.now() - started} ms`);
   });
 });
 

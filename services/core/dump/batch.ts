@@ -20,7 +20,7 @@ import {
   type CallchainEntry, type CallchainFlag, type FrameKind, type Regs, type Sample, type SampleStack,
   type Tolerance, type TruthFrame,
 } from './sample.ts';
-import { DEFAULT_MAX_TEXT_BYTES, parseHeaderLine, parseTextDump, type TextParseOptions } from './text.ts';
+import { DEFAULT_MAX_TEXT_BYTES, MAX_HEADER_CHARS, parseHeaderLine, parseTextDump, type TextParseOptions } from './text.ts';
 import { MAX_SAMPLE_BYTES, MAX_STACK_SIZE } from './validate.ts';
 import { HEX_DIGITS } from './hex.ts';
 import { PT_REGS_FIELDS, STACK_TYPES, type PtRegsField, type StackType } from '../stack/layout.ts';
@@ -1359,7 +1359,10 @@ class FastTranscode {
   /** A header line from ls (first non-blank at i); returns the next line's start. */
   private header(ls: number, i: number): number {
     const r = this.quickHeader(i);
-    return r >= 0 ? r : this.genericHeader(ls, i);
+    const next = r >= 0 ? r : this.genericHeader(ls, i);
+    // The parser refuses a header line over MAX_HEADER_CHARS (bad_header): that answer is its own.
+    if (next - ls > MAX_HEADER_CHARS) throw UNSURE;
+    return next;
   }
 
   /**
