@@ -111,6 +111,8 @@ dk_build_base() {
   dk_check_config "$base/build/.config"
   dk_log "building base (encoded, stock unwinder) in $base/build"
   dk_make "$base" "$DK_ROOT/base/build.log"
+  # objtool's own build records absolute paths: the clones rewrite them (see build_design_kernel).
+  echo "$base" > "$DK_ROOT/base/built-at"
   echo "$want" > "$stamp"
 }
 
@@ -155,6 +157,13 @@ build_design_kernel() {
       cp -al "$DK_ROOT/base/linux" "$tree"
       rm -rf "$tree/build"
       cp -a "$DK_ROOT/base/linux/build" "$tree/build"
+      # Kbuild itself uses the relative srctree "..", but tools/objtool is built with absolute
+      # paths, so at the new path it would be rebuilt - and every object depends on the objtool
+      # binary (cmd_gen_objtooldep), so the whole kernel with it. Point its records at the copy.
+      local old
+      old="$(cat "$DK_ROOT/base/built-at" 2> /dev/null || echo "$DK_ROOT/base/linux")"
+      grep -rlZ --include='*.cmd' --include='*.d' "$old/" "$tree/build/tools" 2> /dev/null \
+        | xargs -0 -r sed -i "s|$old/|$tree/|g"
       for p in $patches; do
         # patch writes each changed file anew, breaking its hardlink: base is not modified.
         if ! patch -s -p1 -d "$tree" < "$p"; then
