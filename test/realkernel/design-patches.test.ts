@@ -226,6 +226,13 @@ describe('traces without an interrupt in kernel mode are the same in every desig
       // A task preempted in user mode: the walk ends at its user pt_regs, through the timer stub.
       assert.match(ps.body, /asm_(common_interrupt|sysvec_apic_timer_interrupt)\+/, `${b}: the preempted task's stack does not reach an interrupt stub`);
       assert.doesNotMatch(ps.body, /\?/, b);
+      // In the kernel_entry builds the fake frame is the walk's last frame from user mode too:
+      // %pB names it as the end of the symbol before kernel_entry.
+      const firstRead = ps.lines.slice(0, ps.lines.findIndex((l) => l.startsWith('PROC-STACK-END')));
+      const last = firstRead.filter((l) => /^\[</.test(l)).pop() ?? '';
+      const m = /\] ([\w.]+)\+0x([0-9a-f]+)\/0x([0-9a-f]+)/.exec(last);
+      if (b.startsWith('kernel_entry')) assert.ok(m && m[2] === m[3], `${b}: last frame ${last}`);
+      else assert.match(last, /asm_common_interrupt\+|asm_sysvec_apic_timer_interrupt\+/, `${b}: last frame ${last}`);
     }
   });
 });
