@@ -10,7 +10,7 @@
 #
 # Can also be sourced (e.g. by build-fp-kernel.sh): it then only defines the functions, of which
 # build_design_kernel DESIGN UNWINDER is the entry point (prints the same line, returns non-zero on
-# failure).
+# failure). STACKSANITY_FPKERNEL_CACHE, LINUX_SOURCE_TARBALL and DK_JOBS are read when it is sourced.
 #
 # Layout under ${STACKSANITY_FPKERNEL_CACHE:-<repo>/.cache/fpkernel}/<kernel version>/designs/:
 #   base/linux             pristine source, built in base/linux/build: the encoded (stock) kernel
@@ -190,12 +190,16 @@ dk_main() {
       *) dk_log "unknown argument '$1' (try --help)"; return 2 ;;
     esac
   done
+  local built=0
   for d in $designs; do
     for u in $unwinders; do
-      [[ "$d/$u" == encoded/patched ]] && continue
+      # encoded has only the stock unwinder: skipped in a sweep, an error when it is all that was asked.
+      [[ "$d/$u" == encoded/patched && "$designs $unwinders" != "encoded patched" ]] && continue
       build_design_kernel "$d" "$u" || return 1
+      built=$((built + 1))
     done
   done
+  ((built > 0))
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
