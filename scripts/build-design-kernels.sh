@@ -105,7 +105,9 @@ dk_build_base() {
     rm -rf "$base/build" && mkdir -p "$base/build"
     make -C "$base" O=build tinyconfig > /dev/null
     cat "$DK_PATCHES/fp-config.fragment" >> "$base/build/.config"
-    make -C "$base" O=build olddefconfig > /dev/null
+    # olddefconfig warns about every symbol the fragment overrides: expected, so kept in a log.
+    make -C "$base" O=build olddefconfig > "$DK_ROOT/base/config.log" 2>&1 \
+      || { tail -20 "$DK_ROOT/base/config.log" >&2; return 1; }
     echo "# fragment $want" > "$base/build/.fragment-id"
   fi
   dk_check_config "$base/build/.config"
