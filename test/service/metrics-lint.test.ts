@@ -20,21 +20,22 @@ const promtool = spawnSync('promtool', ['--version'], { stdio: 'ignore' });
 const hasPromtool = !promtool.error && promtool.status === 0;
 
 before(async () => {
-  api = await startTestApi(cfg);
+  const a: ApiServer = await startTestApi(cfg);
+  api = a;
   worker = new CheckerWorker(cfg, { metricsPort: 0 });
   await worker.start();
-  await putDemoSymbols(api);
+  await putDemoSymbols(a);
   const jobs: string[] = [];
   for (const [i, source] of ['upload', 'ci', 'emulator'].entries()) {
-    const r = await api.app.inject({ method: 'POST', url: `/v1/samples?source=${source}`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant(`lint-${i}`) });
+    const r = await a.app.inject({ method: 'POST', url: `/v1/samples?source=${source}`, headers: { ...auth(), 'content-type': 'text/plain' }, payload: demoVariant(`lint-${i}`) });
     assert.equal(r.statusCode, 202, r.body);
     jobs.push((JSON.parse(r.body) as { job: string }).job);
   }
   // One refused sample too, so the rejected counter has a non-zero series.
-  const bad = await api.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: 'not a dump\n' });
+  const bad = await a.app.inject({ method: 'POST', url: '/v1/samples', headers: { ...auth(), 'content-type': 'text/plain' }, payload: 'not a dump\n' });
   assert.equal(bad.statusCode, 400, bad.body);
   for (const id of jobs) {
-    await waitFor(`job ${id}`, async () => (JSON.parse((await api!.app.inject({ url: `/v1/jobs/${id}` })).body) as { state: string }).state === 'completed');
+    await waitFor(`job ${id}`, async () => (JSON.parse((await a.app.inject({ url: `/v1/jobs/${id}` })).body) as { state: string }).state === 'completed');
   }
 });
 
