@@ -183,14 +183,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   try {
     api = await startApi(cfg, tokens, { logLevel: env.LOG_LEVEL ?? 'warn', adminTokens });
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'EADDRINUSE') {
-      return fail(`port ${cfg.port} on ${cfg.host} is already in use: another stacksanity (or another program) listens there.
-  Stop it (is \`npm start\` running in another terminal?), or choose another port: PORT=${cfg.port + 10} npm start`);
-    }
-    if (err.code === 'EACCES') return fail(`may not listen on port ${cfg.port} on ${cfg.host} (ports below 1024 need privileges): choose another, e.g. PORT=3000`);
-    if (err.code === 'EADDRNOTAVAIL') return fail(`HOST=${cfg.host} is not an address of this machine: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)`);
-    return fail(`cannot start the API: ${err.message} (Redis at ${redact(redisUrl)})`);
+    return fail(listenFailure(e as NodeJS.ErrnoException, cfg, redisUrl));
   }
   if (signalled !== undefined) return finish();
   const base = `http://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${new URL(api.url).port}`;
@@ -249,11 +242,11 @@ export async function apiCommand(_args: string[], io: Io): Promise<number> {
     return EXIT_USAGE;
   }
   if (tokens.size === 0) io.err('stacksanity api: no upload tokens configured (STACKSANITY_TOKENS or STACKSANITY_TOKENS_FILE): every upload will get 401\n');
-  const api = await startApi(cfg, tokens).catch((e: Error) => {
-    io.err(`stacksanity api: ${e.message} (Redis at ${redact(cfg.redisUrl ?? 'redis://127.0.0.1:6379')})\n`);
+  const api = await startApi(cfg, tokens).catch((e: NodeJS.ErrnoException) => {
+    io.err(`stacksanity api: ${listenFailure(e, cfg, cfg.redisUrl ?? 'redis://127.0.0.1:6379')}\n`);
     return undefined;
   });
-  if (!api) return EXIT_USAGE;
+  if (!api) return EXIT_START;
   io.out(`stacksanity api listening on ${api.url}\n`);
   return new Promise((resolve) => {
     const stop = (): void => { void api.close().then(() => resolve(0)); };
@@ -282,4 +275,18 @@ async function waitForRedis(url: string, ms: number, abort: () => boolean): Prom
     if (abort() || Date.now() >= deadline) return false;
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** Why the API could not start, and what to do about it. */
+function listenFailure(err: NodeJS.ErrnoException, cfg: ServiceConfig, redisUrl: string): string {
+  if (err.code === 'EADDRINUSE') {
+    return `port ${cfg.port} on ${cfg.host} is already in use: another stacksanity (or another program) listens there.
+  Stop it (is \`npm start\` running in another terminal?), or choose another port: PORT=${cfg.port + 10} npm start`;
+  }
+  if (err.code === 'EACCES') return `may not listen on port ${cfg.port} on ${cfg.host} (ports below 1024 need privileges): choose another, e.g. PORT=3000`;
+  if (err.code === 'EADDRNOTAVAIL') return `HOST=${cfg.host} is not an address of this machine: use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)`;
+  if (/Redis not ready/.test(err.message)) {
+    return `${err.message}: Redis at ${redact(redisUrl)} does not answer; start it, or set REDIS_URL to one that runs (install: sudo apt-get install ${DEBIAN_PACKAGE})`;
+  }
+  return `cannot start the API: ${err.message} (Redis at ${redact(redisUrl)})`;
 }
