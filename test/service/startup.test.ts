@@ -5,7 +5,7 @@
 // orphaned (re-parented to init) is still seen.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -62,12 +62,12 @@ interface Run {
   tracked: ReturnType<typeof trackDescendants>;
 }
 
-function serve(env: NodeJS.ProcessEnv, args: string[] = []): Run {
+function serve(env: NodeJS.ProcessEnv, args: string[] = [], command: string[] = [process.execPath, join(ROOT, 'bin', 'stacksanity.js'), 'serve']): Run {
   const e: NodeJS.ProcessEnv = { ...process.env, HOST: '127.0.0.1', STACKSANITY_PREFIX: prefix, STACKSANITY_WORKERS: '2', STACKSANITY_FEED_RATE: '100', LOG_LEVEL: 'warn', ...env };
   delete e.STACKSANITY_TOKENS;
   delete e.STACKSANITY_TOKENS_FILE;
   const started = Date.now();
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'stacksanity.js'), 'serve', ...args], { env: e, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command[0]!, [...command.slice(1), ...args], { cwd: ROOT, env: e, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -155,6 +155,28 @@ test('serve: SIGTERM to a running service stops the API, the workers and the fee
     console.log(`# exited ${r.code ?? r.signal} ${Date.now() - sent} ms after SIGTERM`);
     assert.equal(r.code, 0, run.err());
     assert.match(run.err(), /stopped/);
+    await nothingLeft(run);
+  } finally {
+    if (run.child.exitCode === null) run.child.kill('SIGKILL');
+  }
+});
+
+function hasNpm(): boolean {
+  const r = spawnSync('npm', ['--version'], { stdio: 'ignore' });
+  return !r.error && r.status === 0;
+}
+
+test('npm start: a SIGTERM to npm reaches serve (the script execs node), and nothing is left running', async (t) => {
+  if (!hasNpm()) return t.skip('npm is not on PATH');
+  const port = await freePort();
+  // A worker and no feeder: what matters is the chain npm → sh → node → children.
+  const run = serve({ PORT: String(port), REDIS_URL: SHARED_REDIS, STACKSANITY_WORKERS: '1' }, [], ['npm', 'start', '--silent', '--', '--no-feeder']);
+  try {
+    await waitFor('the startup banner', async () => run.out().includes('Ctrl-C'), HANG_MS, 100);
+    await waitFor('the worker', async () => [...run.tracked.pids].filter(alive).some((pid) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('workers/checker.ts'); } catch { return false; } }), HANG_MS, 100);
+    run.child.kill('SIGTERM');
+    await exitOf(run, HANG_MS);
+    assert.match(run.err(), /SIGTERM: draining[\s\S]*stopped/, run.err());
     await nothingLeft(run);
   } finally {
     if (run.child.exitCode === null) run.child.kill('SIGKILL');
