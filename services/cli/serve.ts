@@ -56,7 +56,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
   const done = new Promise<number>((r) => { resolveDone = r; });
   const exited = (c: ChildProcess, ms: number): Promise<void> => new Promise((r) => {
     if (c.exitCode !== null || c.signalCode !== null) return r();
-    const t = setTimeout(r, ms);
+    const t = setTimeout(r, ms).unref();
     c.once('exit', () => { clearTimeout(t); r(); });
   });
   const stopAll = (): Promise<void> => (stopped ??= (async () => {
@@ -68,7 +68,7 @@ export async function serve(args: string[], io: Io): Promise<number> {
     const feeder = [...children].filter((c) => (c as ChildProcess & { role?: string }).role === 'feeder');
     for (const c of feeder) c.kill('SIGTERM');
     await Promise.all(feeder.map((c) => exited(c, Math.min(2000, left()))));
-    if (api) await Promise.race([api.close().catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(3000, left())))]);
+    if (api) await Promise.race([api.close().catch(() => undefined), new Promise((r) => setTimeout(r, Math.min(3000, left())).unref())]);
     const rest = [...children];
     for (const c of rest) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
     await Promise.all(rest.map((c) => exited(c, Math.max(0, left() - 1500))));
@@ -130,8 +130,8 @@ export async function serve(args: string[], io: Io): Promise<number> {
   (Debian/Ubuntu: sudo apt-get install ${DEBIAN_PACKAGE}).`);
   }
 
-  // A fresh clone has no tokens: make one for this run, show it once on the terminal (never in
-  // logs) and hand it to the built-in feeder.
+  // A fresh clone has no tokens: make one for this run and show it once on the terminal (never in
+  // logs).
   let devToken: string | undefined;
   if (tokens.size === 0) {
     devToken = randomToken();
