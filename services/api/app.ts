@@ -152,8 +152,11 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       req.log.error({ err }, 'request failed');
       return reply.code(500).send({ error: 'internal', message: 'internal error' });
     }
+    if (err.validation) return reply.code(400).send({ error: 'bad_request', message: validationMessage(err as Error & { validation: ValidationIssue[]; validationContext?: string }) });
     return reply.code(status).send({ error: status === 429 ? 'rate_limited' : 'bad_request', message: err.message });
   });
+  // Unknown routes (and known paths under another method) answer in the same shape as every error.
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}; the API's routes are listed at /docs` }));
 
   // ---- uploads: their own scope, with raw-bytes parsers for every accepted type -------------
   await app.register(async (up) => {
@@ -426,7 +429,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
     let text = await metrics.registry.metrics();
     if (cfg.combinedMetrics) {
       try {
-        text += renderSeries(Object.entries(await store.metricTotals()));
+        text += renderSeries(Object.entries(await store.metricTotals()), { uploads: true });
       } catch {
         // Redis down: serve this process's series; the workers' totals come back with Redis.
       }
@@ -443,7 +446,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
       return { status: 'ready' };
     } catch {
       reply.header('retry-after', String(RETRY_AFTER_SECONDS));
-      return reply.code(503).send({ status: 'unavailable', message: 'Redis is unavailable' });
+      return reply.code(503).send({ status: 'unavailable', error: 'unavailable', message: 'Redis is unavailable' });
     }
   });
 
@@ -477,6 +480,28 @@ function errorOf(r: Rejection): Record<string, unknown> {
 
 function timeOf(s: string): number {
   return /^\d+$/.test(s) ? Number(s) : Date.parse(s);
+}
+
+/** One ajv error as fastify hands it over (err.validation). */
+interface ValidationIssue {
+  keyword: string;
+  instancePath: string;
+  message?: string;
+  params: Record<string, unknown>;
+}
+
+/**
+ * A request that failed its schema, said the way fastify does ("querystring/source must be ...")
+ * with what ajv leaves out: the allowed values of an enum, the name of a missing property.
+ */
+function validationMessage(err: Error & { validation: ValidationIssue[]; validationContext?: string }): string {
+  const where = err.validationContext ?? 'request';
+  const parts = err.validation.map((v) => {
+    const path = `${where}${v.instancePath}`;
+    if (v.keyword === 'enum' && Array.isArray(v.params.allowedValues)) return `${path} must be one of: ${(v.params.allowedValues as unknown[]).map(String).join(', ')}`;
+    return `${path} ${v.message ?? 'is not valid'}`;
+  });
+  return parts.join('; ');
 }
 
 const REDIS_DOWN = /Stream isn't writeable|Connection is closed|ECONNREFUSED|ECONNRESET|MaxRetriesPerRequest|Reached the max retries|Connection in subscriber mode|connect ETIMEDOUT|LOADING/;

@@ -22,27 +22,41 @@ export interface ApiServer {
 export async function startApi(cfg: ServiceConfig, tokens: TokenSet, opts: { listen?: boolean; logLevel?: string; logStream?: NodeJS.WritableStream; adminTokens?: TokenSet } = {}): Promise<ApiServer> {
   const redis = connect(cfg.redisUrl, 'producer', 'stacksanity-api');
   redis.on('error', () => { /* reconnects by itself; requests answer 503 meanwhile */ });
-  // BullMQ needs Redis up when the queue is created with the offline queue disabled.
-  await whenReady(redis, 10_000);
-  const queue = createQueue(cfg, redis);
-  queue.on('error', () => undefined);
-  const store = traceStore(cfg, redis);
-  const deadLetters = new DeadLetters(redis, new Keys(cfg.prefix), cfg.idempotencySeconds);
-  const metrics = createApiMetrics({
-    counts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children'),
-    oldestWaiting: async () => (await queue.getJobs(['waiting'], 0, 0, true))[0]?.timestamp,
-    deadLetters: async () => ({ parked: await deadLetters.count(), totals: await deadLetters.totals() }),
-  }, cfg.queueName);
-  const app = await buildApp({ cfg, redis, queue, store, tokens, metrics, ...(opts.adminTokens ? { adminTokens: opts.adminTokens } : {}), ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
+  let queue: BatchQueue | undefined;
+  let app: FastifyInstance | undefined;
   let url = '';
-  if (opts.listen !== false) url = await app.listen({ host: cfg.host, port: cfg.port });
-  else await app.ready();
+  try {
+    // BullMQ needs Redis up when the queue is created with the offline queue disabled.
+    await whenReady(redis, 10_000);
+    const q = createQueue(cfg, redis);
+    queue = q;
+    q.on('error', () => undefined);
+    const store = traceStore(cfg, redis);
+    const deadLetters = new DeadLetters(redis, new Keys(cfg.prefix), cfg.idempotencySeconds);
+    const metrics = createApiMetrics({
+      counts: () => q.getJobCounts('waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized', 'waiting-children'),
+      oldestWaiting: async () => (await q.getJobs(['waiting'], 0, 0, true))[0]?.timestamp,
+      deadLetters: async () => ({ parked: await deadLetters.count(), totals: await deadLetters.totals() }),
+    }, cfg.queueName, { redis, keys: new Keys(cfg.prefix), combined: cfg.combinedMetrics });
+    app = await buildApp({ cfg, redis, queue: q, store, tokens, metrics, ...(opts.adminTokens ? { adminTokens: opts.adminTokens } : {}), ...(opts.logLevel ? { logLevel: opts.logLevel } : {}), ...(opts.logStream ? { logStream: opts.logStream } : {}) });
+    if (opts.listen !== false) url = await app.listen({ host: cfg.host, port: cfg.port });
+    else await app.ready();
+  } catch (e) {
+    // A start that fails (Redis never ready, the port taken) must leave nothing open: a live
+    // connection or server would keep the process up after the error was printed.
+    await app?.close().catch(() => undefined);
+    if (queue) await Promise.race([queue.close().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await closeQuietly(redis, 500);
+    throw e;
+  }
+  const queueOpen = queue;
+  const appOpen = app;
   return {
-    app, queue, redis, url,
+    app: appOpen, queue: queueOpen, redis, url,
     async close() {
       // Stop taking requests, let in-flight ones finish (their 202s depend on Redis), then disconnect.
-      await app.close();
-      await Promise.race([queue.close(), new Promise((r) => setTimeout(r, 3000))]);
+      await appOpen.close();
+      await Promise.race([queueOpen.close(), new Promise((r) => setTimeout(r, 3000).unref())]);
       await closeQuietly(redis);
     },
   };

@@ -21,7 +21,7 @@ import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import { formatHex64 } from '../core/u64.ts';
 import { readInputBytes, DEFAULT_MAX_INPUT } from '../realhost/input.ts';
 import { vmlinuxProfile } from '../realkernel/vmlinux-profile.ts';
-import { readHostInput } from '../realhost/input.ts';
+import { InputFileError, readHostInput } from '../realhost/input.ts';
 import { checkHostCallchain, HostChainSummary, type HostChainContext } from '../realhost/callchain-check.ts';
 import { Progress } from './progress.ts';
 import { decodeOrcUpload, OrcTable } from '../core/unwind/orc-table.ts';
@@ -89,6 +89,7 @@ export function runCheck(o: CheckOptions, io: Io): number {
   const hostChains = new HostChainSummary(o.maxFailures ?? 20);
   const kernelTraces = new KernelTraceSummary();
   let inputsRead = 0;
+  let unreadable = 0;
   let index = 0;
   for (const file of o.files) {
     let parsed: ParseResult<Sample>;
@@ -101,6 +102,12 @@ export function runCheck(o: CheckOptions, io: Io): number {
       for (const n of input.notes) io.err(`stacksanity: ${n}\n`);
       inputsRead++;
     } catch (e) {
+      if (e instanceof InputFileError) {
+        // Not a sample that was refused: said once here, kept out of the rejection counts.
+        io.err(`stacksanity: ${e.describe()}\n`);
+        unreadable++;
+        continue;
+      }
       if (e instanceof DumpError) {
         summary.reject(rejectionOf(e, index));
         io.err(`stacksanity: ${e.describe()}\n`);
@@ -173,6 +180,10 @@ export function runCheck(o: CheckOptions, io: Io): number {
     index = base + parsed.samples.length + parsed.rejected.length;
   }
   const pick = (s: Sample): KernelProfile | undefined => profiles.get(s) ?? profileOf(s);
+  if (inputsRead === 0 && unreadable > 0 && summary.rejectedCount === 0) {
+    io.err(`stacksanity: no input could be read (${unreadable === 1 ? 'the file above' : `${unreadable} files above`})\n`);
+    return EXIT_UNUSABLE;
+  }
   if (inputsRead === 0 || (summary.samples === 0 && summary.rejectedCount > 0)) {
     printSummary(summary, io, o, pick, hostChains, []);
     io.err('stacksanity: no usable samples in the input\n');

@@ -182,6 +182,13 @@ export async function runEmulate(args: string[], io: Io): Promise<number> {
       writeFileSync(join(dir, `${k.buildId}.profile.json`), JSON.stringify({ buildId: k.buildId, ...k.profile }, null, 1) + '\n');
     }
     io.err(`wrote ${samples} samples to ${v.out}; kernels (kallsyms + profile) in ${dir}/\n`);
+    // What to run next: each sample is unwound with its own kernel from the folder just written.
+    io.err(`check them with:\n  npx stacksanity check --kernels ${shellWord(dir)} ${shellWord(v.out)}\n`);
   }
   return 0;
+}
+
+/** A path as a shell word: bare when it is plainly safe, else single-quoted. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }

@@ -14,7 +14,7 @@ import { runSampling, samplesOf, summarize } from '../realkernel/run.ts';
 import type { Io } from './check.ts';
 import { runHostSweep } from './host-sweep.ts';
 
-const USAGE = 'usage: stacksanity host qemu [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]\n'
+export const USAGE = 'usage: stacksanity host qemu [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]\n'
   + '  T is seconds (or 30s, 2m). Needs scripts/realkernel-setup.sh to have been run.\n';
 
 function duration(s: string): number | undefined {

@@ -13,7 +13,7 @@ import { redact } from '../pipeline/redis-server.ts';
 import { createQueue, traceStore, type BatchQueue } from '../pipeline/queue.ts';
 import type { Io } from './check.ts';
 
-const USAGE = `usage: stacksanity replay [--list] [--job ID | --all] [--json]
+export const USAGE = `usage: stacksanity replay [--list] [--job ID | --all] [--json]
   Parked batches: accepted samples that were not checked (their workers kept dying, or an error
   no retry fixes). Env: REDIS_URL, STACKSANITY_PREFIX, STACKSANITY_QUEUE, as the service's.
   --list      show the parked batches and why (the default)

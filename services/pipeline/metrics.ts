@@ -5,6 +5,8 @@
 // marker, to a Redis hash that holds the totals over every worker — which the API's /metrics
 // renders in the single-machine default. A batch retried after a crash is therefore counted once.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Redis } from 'ioredis';
+import type { Keys } from './keys.ts';
 import { VERDICTS, type Verdict } from '../core/check/reasons.ts';
 import type { StrategyName } from '../core/unwind/types.ts';
 import { REJECT_REASONS } from '../core/dump/errors.ts';
@@ -21,7 +23,8 @@ export const M = {
   depth: 'stacksanity_unwind_depth_frames',
   duration: 'stacksanity_check_duration_seconds',
   findings: 'stacksanity_findings',
-  queueJobs: 'bullmq_job_count',
+  // Was bullmq_job_count: a gauge must not end in _count (promtool; it reads as a histogram's part).
+  queueJobs: 'stacksanity_queue_batches',
   deadLettered: 'stacksanity_batches_dead_lettered_total',
   deadLetterBatches: 'stacksanity_dead_letter_batches',
 } as const;
@@ -34,6 +37,8 @@ export const M = {
 export type FindingLabel = 'new' | 'known' | 'baseline';
 
 const HELP: Record<string, [string, 'counter' | 'histogram']> = {
+  [M.received]: ['Samples accepted into the queue, by the uploader\'s declared source.', 'counter'],
+  [M.rejected]: ['Samples refused before checking, by reason (dump errors, unknown build id, oversized).', 'counter'],
   [M.unwinds]: ['Unwinds by strategy and verdict (the fp baseline included; it fails at entries by design).', 'counter'],
   [M.failures]: ['Unwinds whose verdict is not exact/tolerated/consistent, by strategy, reason, the entry nearest the failure and the state of its finding (new, known; baseline for fp).', 'counter'],
   [M.disagreements]: ['Samples on which two entry-aware strategies reported different traces, by strategy pair.', 'counter'],
@@ -145,20 +150,25 @@ export class BatchTally {
   }
 }
 
-/** Renders series fields (from a worker's totals or the Redis hash) as Prometheus text. */
-export function renderSeries(fields: Iterable<[string, number | string]>): string {
-  const byMetric = new Map<string, string[]>();
+/**
+ * Renders series fields (from a worker's totals or the Redis hash) as Prometheus text.
+ * uploads: also the API's upload counters (received, rejected), each closed label set from 0;
+ * only the API's combined view holds them.
+ */
+export function renderSeries(fields: Iterable<[string, number | string]>, opts: { uploads?: boolean } = {}): string {
+  const byMetric = new Map<string, [string, number][]>();
   // Counters whose label values form a closed set start at 0, so that "never happened" reads as 0
   // rather than as a missing series (rules and dashboards can then rely on the series existing).
   const all: [string, number | string][] = [...fields];
   const seen = new Set(all.map(([k]) => k));
-  for (const k of ZERO_SERIES) if (!seen.has(k)) all.push([k, 0]);
+  for (const k of opts.uploads ? [...ZERO_SERIES, ...UPLOAD_ZERO_SERIES] : ZERO_SERIES) if (!seen.has(k)) all.push([k, 0]);
   for (const [k, v] of all) {
     const name = metricOf(k);
     if (!HELP[name]) continue;
+    if (!opts.uploads && (name === M.received || name === M.rejected)) continue;
     let lines = byMetric.get(name);
     if (!lines) byMetric.set(name, (lines = []));
-    lines.push(`${k} ${Number(v)}`);
+    lines.push([k, Number(v)]);
   }
   const out: string[] = [];
   for (const name of Object.keys(HELP)) {
@@ -166,9 +176,10 @@ export function renderSeries(fields: Iterable<[string, number | string]>): strin
     if (!lines) continue;
     const [help, type] = HELP[name]!;
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    // Buckets in numeric le order per label set reads best and some parsers insist on it.
-    lines.sort(compareSeries);
-    out.push(...lines);
+    // Sorted on the series key alone (never the value): each label set's buckets in numeric le
+    // order, then its _sum and _count, as the exposition format expects of a histogram.
+    lines.sort((a, b) => compareSeries(a[0], b[0]));
+    for (const [k, v] of lines) out.push(`${k} ${v}`);
   }
   return out.length ? out.join('\n') + '\n' : '';
 }
@@ -180,6 +191,11 @@ const ZERO_SERIES: readonly string[] = [
   ...ENTRY_AWARE.flatMap((a, i) => ENTRY_AWARE.slice(i + 1).map((b) => `${M.disagreements}{strategies="${a},${b}"}`)),
 ];
 
+const UPLOAD_ZERO_SERIES: readonly string[] = [
+  ...SOURCES.map((s) => `${M.received}{source="${s}"}`),
+  ...REJECT_REASONS.map((r) => `${M.rejected}{reason="${r}"}`),
+];
+
 function metricOf(field: string): string {
   const brace = field.indexOf('{');
   let name = brace < 0 ? field : field.slice(0, brace);
@@ -189,15 +205,23 @@ function metricOf(field: string): string {
   return name;
 }
 
+/** Orders series keys: by label set (le aside), then bucket < _sum < _count, buckets by numeric le. */
 function compareSeries(a: string, b: string): number {
-  const la = /le="([^"]+)"/.exec(a);
-  const lb = /le="([^"]+)"/.exec(b);
-  const sa = a.replace(/,?le="[^"]+"/, '');
-  const sb = b.replace(/,?le="[^"]+"/, '');
-  if (sa !== sb) return sa < sb ? -1 : 1;
-  const na = la ? (la[1] === '+Inf' ? Infinity : Number(la[1])) : -1;
-  const nb = lb ? (lb[1] === '+Inf' ? Infinity : Number(lb[1])) : -1;
-  return na - nb;
+  const ka = seriesSortKey(a);
+  const kb = seriesSortKey(b);
+  if (ka.labels !== kb.labels) return ka.labels < kb.labels ? -1 : 1;
+  if (ka.part !== kb.part) return ka.part - kb.part;
+  return ka.le - kb.le;
+}
+
+function seriesSortKey(k: string): { labels: string; part: number; le: number } {
+  const brace = k.indexOf('{');
+  const name = brace < 0 ? k : k.slice(0, brace);
+  const part = name.endsWith('_bucket') ? 0 : name.endsWith('_sum') ? 1 : name.endsWith('_count') ? 2 : 0;
+  const body = brace < 0 ? '' : k.slice(brace + 1, -1);
+  const le = /(?:^|,)le="([^"]+)"/.exec(body);
+  const labels = body.replace(/(?:^|,)le="[^"]+"/, '').replace(/^,/, '');
+  return { labels, part, le: le ? (le[1] === '+Inf' ? Infinity : Number(le[1])) : -1 };
 }
 
 /** A process's own totals of the checker series (what a worker's /metrics shows). */
@@ -209,13 +233,6 @@ export class SeriesTotals {
   render(): string { return renderSeries(this.values); }
 }
 
-/** The API's own registry: uploads received and rejected, the queue gauges, process metrics. */
-export interface ApiMetrics {
-  registry: Registry;
-  received: Counter<'source'>;
-  rejected: Counter<'reason'>;
-}
-
 export interface QueueProbe {
   counts: () => Promise<Record<string, number>>;
   /** Enqueue time (ms) of the oldest waiting batch, undefined when none waits. */
@@ -224,14 +241,47 @@ export interface QueueProbe {
   deadLetters?: () => Promise<{ parked: number; totals: Record<string, number> }>;
 }
 
-export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): ApiMetrics {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  const received = new Counter({ name: M.received, help: 'Samples accepted into the queue, by the uploader\'s declared source.', labelNames: ['source'] as const, registers: [registry] });
-  const rejected = new Counter({ name: M.rejected, help: 'Samples refused before checking, by reason (dump errors, unknown build id, oversized).', labelNames: ['reason'] as const, registers: [registry] });
+/** An upload counter as the API's request paths use it. */
+export interface UploadCounter<L extends string> {
+  inc(labels: Record<L, string>, n?: number): void;
+}
+
+/** The API's own registry: uploads received and rejected, the queue gauges, process metrics. */
+export interface ApiMetrics {
+  registry: Registry;
+  received: UploadCounter<'source'>;
+  rejected: UploadCounter<'reason'>;
+}
+
+/**
+ * Where the upload counters also go: the metric totals hash in Redis, beside the workers' series.
+ * combined: the API's /metrics renders them from there (renderSeries with uploads) instead of from
+ * this process's counters, so that after a restart received and checked still count the same
+ * history (docs/operations-service.md, "Counters and restarts").
+ */
+export interface UploadTotals {
+  redis: Redis;
+  keys: Keys;
+  combined: boolean;
+}
+
+export function createApiMetrics(probe?: QueueProbe, queueName = 'samples', totals?: UploadTotals): ApiMetrics {
+  const registry = createProcessRegistry();
+  const own = !totals?.combined;
+  const received = new Counter({ name: M.received, help: HELP[M.received]![0], labelNames: ['source'] as const, registers: own ? [registry] : [] });
+  const rejected = new Counter({ name: M.rejected, help: HELP[M.rejected]![0], labelNames: ['reason'] as const, registers: own ? [registry] : [] });
   // Pre-create the bounded label values so that rate() sees a zero before the first event.
   for (const s of SOURCES) received.inc({ source: s }, 0);
   for (const r of REJECT_REASONS) rejected.inc({ reason: r }, 0);
+  const counter = <L extends string>(c: Counter<L>, name: string, label: L): UploadCounter<L> => ({
+    inc(labels, n = 1) {
+      c.inc(labels as never, n);
+      if (totals && n > 0) {
+        // Best effort: the upload's answer does not wait for (or fail on) its count.
+        totals.redis.hincrby(totals.keys.metrics, `${name}{${label}="${escapeLabel(String(labels[label]))}"}`, n).catch(() => undefined);
+      }
+    },
+  });
   if (probe) {
     new Gauge({
       name: 'stacksanity_queue_oldest_waiting_seconds',
@@ -294,7 +344,7 @@ export function createApiMetrics(probe?: QueueProbe, queueName = 'samples'): Api
       },
     });
   }
-  return { registry, received, rejected };
+  return { registry, received: counter(received, M.received, 'source'), rejected: counter(rejected, M.rejected, 'reason') };
 }
 
 /** Findings by state and strategy (findings.ts's tallies), read at scrape. */
@@ -320,8 +370,14 @@ export function registerFindingsGauge(registry: Registry, findings: FindingsProb
   });
 }
 
+/**
+ * A registry with prom-client's process and Node series, less the three gauges it names *_total
+ * (nodejs_active_{handles,requests,resources}_total): a gauge must not end in _total (promtool),
+ * and each is the sum of the same gauge without the suffix, which stays (by type).
+ */
 export function createProcessRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   return registry;
 }

@@ -15,20 +15,26 @@ import type { HostChainContext } from './callchain-check.ts';
 
 export const DEFAULT_MAX_INPUT = 256 * 1024 * 1024;
 
+/**
+ * An input file that could not be opened at all (missing, unreadable, a directory): no sample was
+ * read from it, so callers report it once as such rather than as a sample's rejection.
+ */
+export class InputFileError extends DumpError {}
+
 export function readInputBytes(path: string, maxBytes = DEFAULT_MAX_INPUT): Buffer {
   let raw: Buffer;
   try {
     if (path === '-') raw = readFileSync(0);
     else {
       const st = statSync(path);
-      if (st.isDirectory()) throw new DumpError('bad_field', 'is a directory, not an input file', { file: path });
+      if (st.isDirectory()) throw new InputFileError('bad_field', 'is a directory, not an input file', { file: path });
       if (st.size > maxBytes) throw new DumpError('oversized', `is ${st.size} bytes; the limit is ${maxBytes} (--max-bytes)`, { file: path });
       raw = readFileSync(path);
     }
   } catch (e) {
     if (e instanceof DumpError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
-    throw new DumpError('bad_field', code === 'ENOENT' ? 'no such file' : `cannot read: ${(e as Error).message}`, { file: path });
+    throw new InputFileError('bad_field', code === 'ENOENT' ? 'no such file' : `cannot read: ${(e as Error).message}`, { file: path });
   }
   if (raw.length > maxBytes) throw new DumpError('oversized', `is over the ${maxBytes}-byte limit (--max-bytes)`, { file: path });
   if (raw.length >= 2 && raw[0] === 0x1f && raw[1] === 0x8b) {

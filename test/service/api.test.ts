@@ -113,7 +113,7 @@ test('an upload reaches verdicts in the trace store, the summary and /metrics; a
   assert.equal(metricSum(metrics, 'stacksanity_unwind_depth_frames_count{'), DEMO_SAMPLES * DEMO_STRATEGIES);
   assert.equal(metricSum(metrics, 'stacksanity_check_duration_seconds_count'), DEMO_SAMPLES);
   assert.ok(metricSum(metrics, 'stacksanity_unwind_failures_total{') > 0);
-  assert.match(metrics, /bullmq_job_count\{queue="samples",state="completed"\} 1/);
+  assert.match(metrics, /stacksanity_queue_batches\{queue="samples",state="completed"\} 1/);
   // The worker's own /metrics-to-be carries the same series for its process.
   assert.match(worker.totals.render(), /stacksanity_unwinds_total\{strategy="section",verdict="exact"\}/);
 });
@@ -318,7 +318,7 @@ test('queue gauges: jobs by state and the age of the oldest waiting batch', asyn
       await new Promise((res) => setTimeout(res, 600));
     }
     const text = (await a.app.inject({ url: '/metrics' })).body;
-    assert.match(text, /bullmq_job_count\{queue="samples",state="waiting"\} 2/);
+    assert.match(text, /stacksanity_queue_batches\{queue="samples",state="waiting"\} 2/);
     const age = Number(/stacksanity_queue_oldest_waiting_seconds\{queue="samples"\} ([\d.]+)/.exec(text)?.[1]);
     assert.ok(age >= 1 && age < 60, `oldest waiting age ${age}`);
   } finally {
