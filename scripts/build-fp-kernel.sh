@@ -11,7 +11,8 @@
 #   <cache>/<source package version>/<design>/
 #       linux/       the source tree, patched for the design, built in place (incremental)
 #       bzImage vmlinux config   the outputs of the last successful build
-#       key          what that build was made from; equal key and outputs present ⇒ no-op
+#       key          what that build was made from; equal key and intact outputs ⇒ no-op
+#       sha256sums   the outputs' hashes, checked before a cached build is trusted
 #       build.log    make's output
 #
 # The key is the source package version, the config fragment (scripts/fpkernel/fp.config), the
@@ -92,7 +93,10 @@ EOF
   cat "$dir/kernel.env"
 }
 
-if [ -s "$dir/bzImage" ] && [ -s "$dir/vmlinux" ] && [ -f "$dir/key" ] && [ "$(cat "$dir/key")" = "$key" ]; then
+# Trusted only when the key matches and the outputs are the bytes that build wrote (a copy cut
+# short or edited by hand rebuilds).
+if [ -s "$dir/bzImage" ] && [ -s "$dir/vmlinux" ] && [ -f "$dir/key" ] && [ "$(cat "$dir/key")" = "$key" ] \
+  && (cd "$dir" && sha256sum --quiet --status -c sha256sums 2>/dev/null); then
   log "cached: $dir (nothing changed)"
   emit
   exit 0
@@ -139,6 +143,7 @@ fi
 cp "$src/arch/x86/boot/bzImage" "$dir/bzImage.tmp" && mv "$dir/bzImage.tmp" "$dir/bzImage"
 cp "$src/vmlinux" "$dir/vmlinux.tmp" && mv "$dir/vmlinux.tmp" "$dir/vmlinux"
 cp "$src/.config" "$dir/config"
+(cd "$dir" && sha256sum bzImage vmlinux >sha256sums)
 printf '%s' "$key" >"$dir/key"
 log "built in $(( $(date +%s) - start )) s: $(du -h "$dir/bzImage" | cut -f1) bzImage, $(du -h "$dir/vmlinux" | cut -f1) vmlinux"
 emit

@@ -4,7 +4,7 @@
 // an error naming the config options the guest needs. RealHostSession.open({ own }) and the
 // single-step sweep boot through here; Debian's kernel (kernel.ts) stays the default.
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { parseKallsyms } from '../core/symbols/kallsyms.ts';
 import { bzImagePayload, buildId, elfSections, extractVmlinux, isBzImage, kernelRelease } from './vmlinux.ts';
 import { vmlinuxProfile, VmlinuxError } from './vmlinux-profile.ts';
@@ -165,7 +165,7 @@ export function diagnoseBoot(kernel: string, f: BootFailure): string {
   const what = f.kind === 'exited' ? `QEMU exited${f.qemuStderr.trim() ? ` (${f.qemuStderr.trim().split('\n').pop()})` : ''} before the kernel reached the project's initramfs`
     : f.kind === 'timeout' ? `the kernel did not reach the project's initramfs within ${Math.round(f.timeoutMs / 1000)} s (STACKSANITY_BOOT_TIMEOUT_S raises the limit)`
       : 'the guest\'s /init ran but did not finish dumping /proc/kallsyms';
-  const lines = con.trimEnd().split('\n').slice(-12).map((l) => `  | ${l}`).join('\n');
+  const lines = con.trim() === '' ? '' : con.trimEnd().split('\n').slice(-12).map((l) => `  | ${l}`).join('\n');
   return `${kernel}: ${what}.\n${suspects.map((s) => `  - ${s}`).join('\n')}\n`
     + `  The guest needs: ${GUEST_CONFIG.map((g) => g.options).join(', ')} (docs/real-kernel.md, "Your own kernel").\n`
     + (lines ? `  console (last lines):\n${lines}` : '  (the console was empty)');
@@ -198,9 +198,4 @@ function matchImage(kernel: string, image: Uint8Array, vmlinuxPath: string, id: 
   if (innerId !== undefined && innerId !== id) {
     throw new OwnKernelError(`${vmlinuxPath} (build id ${id}) is not the vmlinux of ${kernel} (build id ${innerId}): pass the vmlinux from the same build`);
   }
-}
-
-/** For messages: where a kallsyms dump of this build is kept. */
-export function ownKallsymsPath(build: KernelBuild): string {
-  return join(build.files.cache, `${build.buildId}.kallsyms`);
 }
