@@ -8,7 +8,7 @@ import { basename, resolve } from 'node:path';
 import { parseKallsyms } from '../core/symbols/kallsyms.ts';
 import { bzImagePayload, buildId, elfSections, extractVmlinux, isBzImage, kernelRelease } from './vmlinux.ts';
 import { vmlinuxProfile, VmlinuxError } from './vmlinux-profile.ts';
-import { INIT_READY, type BootFailure, type KernelFiles } from './guest.ts';
+import type { BootFailure, KernelFiles } from './guest.ts';
 import type { KernelBuild } from './kernel.ts';
 
 export interface OwnKernelOptions {
@@ -20,12 +20,12 @@ export interface OwnKernelOptions {
   append?: string;
   /** Where the guest's kallsyms dumps are kept per build id (default .cache/own-kernels). */
   cache?: string;
-  /** How long the kernel may take to reach /init (default 60 s: the 6.1 FP kernel needs ~1.5 s under TCG, Debian's ~6 s). */
+  /** How long the kernel may take to reach /init (default 180 s: the 6.1 FP kernel needs ~1.5 s under TCG, Debian's ~6 s on an idle machine, over 60 s on a loaded one; a kernel that panics makes QEMU exit at once). */
   bootTimeoutMs?: number;
 }
 
 export const OWN_KERNEL_CACHE = resolve(process.env.STACKSANITY_OWNKERNEL_CACHE ?? '.cache/own-kernels');
-const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
+const DEFAULT_BOOT_TIMEOUT_MS = 180_000;
 
 /** A kernel the user asked for that cannot be used: the message says what and where. */
 export class OwnKernelError extends Error {
@@ -143,28 +143,27 @@ export function diagnoseBoot(kernel: string, f: BootFailure): string {
   const say = (options: string, what: string): void => {
     suspects.push(`${what}: check ${options}`);
   };
-  if (f.kind === 'no_kallsyms') {
-    if (/kallsyms: No such file|can't open '\/proc\/kallsyms'/.test(con)) say('CONFIG_KALLSYMS', 'the guest has no /proc/kallsyms');
-    else if (/can't create \/dev\/ttyS1|ttyS1: No such/.test(con)) say('CONFIG_DEVTMPFS and CONFIG_SERIAL_8250_NR_UARTS/RUNTIME_UARTS >= 2', '/dev/ttyS1 is missing');
-    else say('CONFIG_KALLSYMS and a second 8250 UART (CONFIG_SERIAL_8250_RUNTIME_UARTS >= 2)', '/init ran but the kallsyms dump on /dev/ttyS1 never ended');
-  } else if (con.trim() === '') {
+  if (con.trim() === '') {
     say('CONFIG_PRINTK, CONFIG_TTY, CONFIG_SERIAL_8250, CONFIG_SERIAL_8250_CONSOLE (and CONFIG_64BIT)', 'nothing was printed on the serial console');
-  } else {
-    if (/Unable to mount root fs|No filesystem could mount root|VFS: Cannot open root device/.test(con)) say('CONFIG_BLK_DEV_INITRD and CONFIG_RD_GZIP', 'the initramfs was not used (the kernel looked for a root device)');
-    if (/Initramfs unpacking failed|rootfs image is not initramfs/.test(con)) say('CONFIG_RD_GZIP', 'the initramfs could not be unpacked');
-    if (/(?:Failed to execute|Requested init) \/init.*error -8|error -8/.test(con)) say('CONFIG_BINFMT_SCRIPT and CONFIG_BINFMT_ELF', '/init could not be executed (ENOEXEC)');
-    if (/No working init found/.test(con) && !/error -8/.test(con)) say('CONFIG_BLK_DEV_INITRD, CONFIG_BINFMT_SCRIPT, CONFIG_BINFMT_ELF', 'no init could run');
-    if (/mounting proc on \/proc failed/.test(con)) say('CONFIG_PROC_FS', '/proc could not be mounted');
-    if (/mounting sys(?:fs)? on \/sys failed/.test(con)) say('CONFIG_SYSFS', '/sys could not be mounted');
-    if (/mounting dev(?:tmpfs)? on \/dev failed/.test(con)) say('CONFIG_DEVTMPFS', '/dev could not be mounted');
-    if (!con.includes(INIT_READY) && suspects.length === 0) {
-      const panic = /Kernel panic - not syncing:[^\n]*/.exec(con)?.[0];
-      suspects.push(panic ? `the kernel panicked (${panic.trim()})` : f.kind === 'exited' ? 'QEMU exited before /init ran' : `no sign of /init after ${Math.round(f.timeoutMs / 1000)} s`);
-    }
+  }
+  if (/Unable to mount root fs|No filesystem could mount root|VFS: Cannot open root device/.test(con)) say('CONFIG_BLK_DEV_INITRD and CONFIG_RD_GZIP', 'the initramfs was not used (the kernel looked for a root device)');
+  if (/Initramfs unpacking failed|rootfs image is not initramfs/.test(con)) say('CONFIG_RD_GZIP', 'the initramfs could not be unpacked');
+  if (/error -8\b/.test(con)) say('CONFIG_BINFMT_SCRIPT and CONFIG_BINFMT_ELF', '/init could not be executed (ENOEXEC)');
+  else if (/No working init found/.test(con)) say('CONFIG_BLK_DEV_INITRD, CONFIG_BINFMT_SCRIPT, CONFIG_BINFMT_ELF', 'no init could run');
+  if (/mounting proc on \/proc failed/.test(con)) say('CONFIG_PROC_FS', '/proc could not be mounted');
+  if (/mounting sys(?:fs)? on \/sys failed/.test(con)) say('CONFIG_SYSFS', '/sys could not be mounted');
+  if (/mounting dev(?:tmpfs)? on \/dev failed/.test(con)) say('CONFIG_DEVTMPFS', '/dev could not be mounted');
+  if (/kallsyms: No such file|can't open '\/proc\/kallsyms'/.test(con)) say('CONFIG_KALLSYMS', 'the guest has no /proc/kallsyms');
+  if (/can't create \/dev\/ttyS1|ttyS1: No such/.test(con)) say('CONFIG_DEVTMPFS and CONFIG_SERIAL_8250_RUNTIME_UARTS >= 2', '/dev/ttyS1 is missing');
+  if (suspects.length === 0) {
+    const panic = /Kernel panic - not syncing:[^\n]*/.exec(con)?.[0];
+    if (panic) suspects.push(`the kernel panicked (${panic.trim()})`);
+    else if (f.kind === 'no_kallsyms') say('CONFIG_KALLSYMS and a second 8250 UART (CONFIG_SERIAL_8250_RUNTIME_UARTS >= 2)', '/init started but neither reported ready nor finished the kallsyms dump on /dev/ttyS1');
+    else suspects.push(f.kind === 'exited' ? 'QEMU exited before /init ran' : `no sign of /init after ${Math.round(f.timeoutMs / 1000)} s`);
   }
   const what = f.kind === 'exited' ? `QEMU exited${f.qemuStderr.trim() ? ` (${f.qemuStderr.trim().split('\n').pop()})` : ''} before the kernel reached the project's initramfs`
     : f.kind === 'timeout' ? `the kernel did not reach the project's initramfs within ${Math.round(f.timeoutMs / 1000)} s (STACKSANITY_BOOT_TIMEOUT_S raises the limit)`
-      : 'the guest\'s /init ran but did not finish dumping /proc/kallsyms';
+      : 'the kernel started /init, but /init did not report ready (after dumping /proc/kallsyms) in time';
   const lines = con.trim() === '' ? '' : con.trimEnd().split('\n').slice(-12).map((l) => `  | ${l}`).join('\n');
   return `${kernel}: ${what}.\n${suspects.map((s) => `  - ${s}`).join('\n')}\n`
     + `  The guest needs: ${GUEST_CONFIG.map((g) => g.options).join(', ')} (docs/real-kernel.md, "Your own kernel").\n`
