@@ -9,6 +9,8 @@ import { crossCheckEntries, type EntryCrossing } from '../core/unwind/orc.ts';
 import { StackSpace } from '../core/unwind/space.ts';
 import { STRATEGIES, type StrategyName } from '../core/unwind/types.ts';
 import type { KernelProfile } from '../core/symbols/profile.ts';
+import type { UnwindResult } from '../core/unwind/types.ts';
+import { PT_REGS_SIZE } from '../core/stack/layout.ts';
 import type { RealHostSession } from './session.ts';
 import type { StepTimes, TakenSample } from './sampler.ts';
 
@@ -59,13 +61,31 @@ export async function runSampling(session: RealHostSession, o: RunOptions): Prom
     const check = checkSample(taken.sample, session.profile, o.strategies ?? strategiesFor(session.profile), { space });
     const refName = crossReferenceOf(session.profile);
     const ref = check.results.find((r) => r.strategy === refName);
-    const crossings = ref ? crossCheckEntries(session.profile, ref.unwind, space, refName === 'orc' ? 'ORC' : refName) : [];
+    const crossings = ref ? crossCheckEntries(session.profile, refName === 'orc' ? ref.unwind : withSyscallRegs(ref.unwind, taken.sample, session.profile), space, refName === 'orc' ? 'ORC' : refName) : [];
     const c: CheckedSample = { ...taken, check, crossings, unwindMs: performance.now() - t, singleStep: o.singleStep ?? false };
     out.push(c);
     o.onSample?.(c, out.length - 1);
   }
   if (o.singleStep) await session.singleStep(false);
   return out;
+}
+
+/**
+ * A frame-pointer walk that ended at user mode crossed one more boundary than it reports: the
+ * syscall (or exception) from user mode, whose pt_regs the entry code never encodes. The kernel's
+ * unwinder takes them to be task_pt_regs() once bp reaches the last task frame (unwind_frame.c,
+ * "Entry code doesn't encode the regs pointer for syscalls"); so does this, from the sampled task
+ * stack's top, so that the section cross-check sees the syscall boundary too. Only when the last
+ * return address is in the entry text: a new task's first return to user mode comes from
+ * ret_from_fork, which 6.1 keeps in .text, over the pt_regs copy_thread() wrote — no entry
+ * happened on that stack, so there is no boundary to hold the section strategy to.
+ */
+export function withSyscallRegs(u: UnwindResult, sample: Sample, profile: KernelProfile): Pick<UnwindResult, 'frames' | 'userRegsAt'> {
+  const last = u.frames[u.frames.length - 1];
+  if (u.outcome !== 'user' || u.userRegsAt !== undefined || last?.kind !== 'call' || last.stack !== 'task') return u;
+  if (!profile.inEntrySectionS(last.ipS)) return u;
+  const task = sample.stacks.find((s) => s.type === 'task');
+  return task ? { frames: u.frames, userRegsAt: task.end - BigInt(PT_REGS_SIZE) } : u;
 }
 
 export interface StepStats {

@@ -63,16 +63,29 @@ describe('the frame-pointer 6.1 kernel under QEMU', { skip: skip ? `skipped: ${s
 
   test('every kernel sample\'s encoded_fp walk ends at user pt_regs, a kthread\'s bottom, or a window the kernel is silent in', (t) => {
     const tally = new Map<string, number>();
+    let switching = 0;
     for (const c of run.filter((x) => kernelMode(x.sample))) {
       const r = c.check.results.find((x) => x.strategy === 'encoded_fp')!;
-      const where = `${c.sample.comm} ${c.where} ip=${session.profile.symbols.format(c.sample.regs!.ip!)}: ${r.verdict}/${r.reason ?? ''} ${r.unwind.message ?? ''}`;
+      const startFn = session.profile.symbols.format(c.sample.regs!.ip!);
+      const where = `${c.sample.comm} ${c.where} ip=${startFn}: ${r.verdict}/${r.reason ?? ''} ${r.unwind.message ?? ''}`;
       const k = `${r.verdict}/${r.reason ?? r.unwind.outcome}`;
       tally.set(k, (tally.get(k) ?? 0) + 1);
+      const bp = c.sample.regs!.bp!;
+      if (r.verdict === 'error' && /^__switch_to_asm\+/.test(startFn) && !c.sample.stacks.some((st) => bp >= st.begin && bp < st.end)) {
+        // Between `mov TASK_threadsp(%rsi),%rsp` and `pop %rbp` rsp is on the next task's stack and
+        // rbp still in the previous one's, which the per-CPU data still names as current. The
+        // kernel would walk the previous stack; the sampler captured only the one rsp is on (a
+        // capture gap, docs/real-kernel.md), so the walk stops with a reason. Bounded, not a finding.
+        assert.equal(r.reason, 'bad_frame_pointer', where);
+        switching++;
+        continue;
+      }
       assert.ok(GOOD_VERDICTS.has(r.verdict), where);
       if (r.verdict === 'tolerated') assert.ok(SILENT.has(r.reason!), where);
       else assert.ok(['user', 'kthread', 'task_top'].includes(r.unwind.outcome), where);
     }
-    t.diagnostic(JSON.stringify([...tally]));
+    t.diagnostic(`${JSON.stringify([...tally])}; ${switching} mid task switch`);
+    assert.ok(switching <= run.length / 50, `${switching} samples stopped inside __switch_to_asm`);
   });
 
   test('where encoded_fp reached user pt_regs, they are task_pt_regs() of the sampled stack and hold a user context', () => {
