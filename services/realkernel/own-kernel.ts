@@ -3,6 +3,7 @@
 // or the ELF inside the bzImage), and turns a boot that never reaches the project's initramfs into
 // an error naming the config options the guest needs. RealHostSession.open({ own }) and the
 // single-step sweep boot through here; Debian's kernel (kernel.ts) stays the default.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseKallsyms } from '../core/symbols/kallsyms.ts';
@@ -197,4 +198,12 @@ function matchImage(kernel: string, image: Uint8Array, vmlinuxPath: string, id: 
   if (innerId !== undefined && innerId !== id) {
     throw new OwnKernelError(`${vmlinuxPath} (build id ${id}) is not the vmlinux of ${kernel} (build id ${innerId}): pass the vmlinux from the same build`);
   }
+}
+
+/** Why an own kernel cannot boot here (QEMU or busybox missing: for skip messages), or undefined. */
+export function ownKernelUnavailable(): string | undefined {
+  const q = spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' });
+  if (q.error || q.status !== 0) return 'qemu-system-x86_64 is not installed: run scripts/realkernel-setup.sh first';
+  if (!existsSync('/bin/busybox')) return '/bin/busybox is missing: run scripts/realkernel-setup.sh first (busybox-static)';
+  return undefined;
 }

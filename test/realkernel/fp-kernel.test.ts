@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { builtFpKernel } from '../../services/realkernel/fp-kernel.ts';
-import { unavailableReason } from '../../services/realkernel/guest.ts';
+import { ownKernelUnavailable } from '../../services/realkernel/own-kernel.ts';
 import { RealHostSession } from '../../services/realkernel/session.ts';
 import { crossReferenceOf, runSampling, summarize, type CheckedSample } from '../../services/realkernel/run.ts';
 import { GOOD_VERDICTS } from '../../services/core/check/reasons.ts';
@@ -16,9 +16,7 @@ import { PT_REGS_OFFSET, PT_REGS_SIZE } from '../../services/core/stack/layout.t
 import type { Sample, SampleStack } from '../../services/core/dump/sample.ts';
 
 const fp = builtFpKernel();
-const qemu = unavailableReason();
-const skip = !fp ? 'no frame-pointer kernel built: run scripts/build-fp-kernel.sh (docs/real-kernel.md)'
-  : qemu && !/no cached kernel/.test(qemu) ? qemu : undefined;
+const skip = !fp ? 'no frame-pointer kernel built: run scripts/build-fp-kernel.sh (docs/real-kernel.md)' : ownKernelUnavailable();
 const N = Number(process.env.STACKSANITY_FPKERNEL_SAMPLES ?? 150);
 
 function word(st: SampleStack, addr: bigint): bigint | undefined {
