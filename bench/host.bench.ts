@@ -28,7 +28,7 @@ if (process.env.SWEEP_ONLY !== '1') {
 const session = await RealHostSession.open({ seed: 7, minIntervalMs: 0, maxIntervalMs: 2 });
 try {
   console.log(`machine: ${cpus().length} × ${cpus()[0]?.model}, Node ${process.version}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-  console.log(`one-time: vmlinux ${session.build.timings.vmlinux!.toFixed(0)} ms, ORC table ${session.build.timings.orc!.toFixed(0)} ms (${session.build.orc.length} entries), boot to /init ${session.timings.boot!.toFixed(0)} ms, gdbstub connect ${session.timings.connect!.toFixed(0)} ms`);
+  console.log(`one-time: vmlinux ${session.build.timings.vmlinux!.toFixed(0)} ms, ORC table ${session.build.timings.orc!.toFixed(0)} ms (${session.build.orc?.length ?? 0} entries), boot to /init ${session.timings.boot!.toFixed(0)} ms, gdbstub connect ${session.timings.connect!.toFixed(0)} ms`);
 
   // Baseline: the bare gdbstub round trip; the VM is stopped since the connect.
   const rtt: number[] = [];

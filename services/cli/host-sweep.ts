@@ -10,7 +10,7 @@ import { blindSpotTable, scenarioName, sweepEntry, sweepFindings, SWEEP_ENTRIES,
 import { openSweepTarget } from '../realkernel/sweep-target.ts';
 import type { Io } from './check.ts';
 
-const USAGE = 'usage: stacksanity host qemu --sweep ENTRY [--from user|kernel|both] [--kernel BZIMAGE --vmlinux FILE] [--json FILE] [--max-steps N] [--trace FILE]\n'
+export const SWEEP_USAGE = 'usage: stacksanity host qemu --sweep ENTRY [--from user|kernel|both] [--kernel BZIMAGE --vmlinux FILE] [--json FILE] [--max-steps N] [--trace FILE]\n'
   + `  ENTRY: ${Object.keys(SWEEP_ENTRIES).join(', ')} (syscall: from user mode only)\n`;
 
 export async function runHostSweep(args: string[], io: Io): Promise<number> {
@@ -24,12 +24,12 @@ export async function runHostSweep(args: string[], io: Io): Promise<number> {
       },
     });
   } catch (e) {
-    io.err(`stacksanity host: ${(e as Error).message}\n${USAGE}`);
+    io.err(`stacksanity host: ${(e as Error).message}\n${SWEEP_USAGE}`);
     return 2;
   }
   const o = v.values;
   if (v.positionals[0] !== 'qemu' || v.positionals.length !== 1) {
-    io.err(USAGE);
+    io.err(SWEEP_USAGE);
     return 2;
   }
   const entry = o.sweep as SweepEntryName;

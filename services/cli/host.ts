@@ -1,21 +1,24 @@
 // `stacksanity host qemu`: the live real host. Boots Debian's kernel under QEMU (from the cache
-// scripts/realkernel-setup.sh fills), samples it through the gdbstub, checks every sample with ORC
-// and the section cross-check, and writes the full-state samples as a text dump or uploads them.
+// scripts/realkernel-setup.sh fills) or the user's own (--kernel, own-kernel.ts), samples it
+// through the gdbstub, checks every sample with the strategies the build supports and the section
+// cross-check, and writes the full-state samples as a text dump or uploads them.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { formatTextDump } from '../core/dump/text.ts';
 import { encodeOrcUpload, orcLayoutForRelease } from '../core/unwind/orc-table.ts';
 import type { KernelBuild } from '../realkernel/kernel.ts';
-import { elfSections, sectionBytes } from '../realkernel/vmlinux.ts';
+import { elfSections, extractVmlinux, isBzImage, sectionBytes } from '../realkernel/vmlinux.ts';
 import { RealHostSession } from '../realkernel/session.ts';
-import { runSampling, samplesOf, summarize } from '../realkernel/run.ts';
+import { crossReferenceOf, runSampling, samplesOf, summarize } from '../realkernel/run.ts';
+import type { OwnKernelOptions } from '../realkernel/own-kernel.ts';
 import type { Io } from './check.ts';
 import { runHostSweep } from './host-sweep.ts';
 
-export const USAGE = 'usage: stacksanity host qemu [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]\n'
-  + '  T is seconds (or 30s, 2m). Needs scripts/realkernel-setup.sh to have been run.\n';
+export const USAGE = 'usage: stacksanity host qemu [--kernel BZIMAGE [--vmlinux FILE] [--append ARGS]] [--samples N | --duration T] [--singlestep] [--seed S] [--out FILE | --upload URL --token T]\n'
+  + '  T is seconds (or 30s, 2m). Needs scripts/realkernel-setup.sh to have been run (QEMU, busybox; Debian\'s kernel, the default).\n'
+  + '  --kernel boots your own x86-64 bzImage instead (e.g. the one scripts/build-fp-kernel.sh prints); --vmlinux is its ELF vmlinux\n'
+  + '  (else the ELF inside the bzImage is read); --append adds kernel arguments. See docs/real-kernel.md, "Your own kernel".\n';
 
 function duration(s: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s);
@@ -33,6 +36,7 @@ export async function runHost(args: string[], io: Io): Promise<number> {
       options: {
         samples: { type: 'string' }, duration: { type: 'string' }, singlestep: { type: 'boolean', default: false },
         seed: { type: 'string' }, out: { type: 'string' }, upload: { type: 'string' }, token: { type: 'string' },
+        kernel: { type: 'string' }, vmlinux: { type: 'string' }, append: { type: 'string' },
       },
     });
   } catch (e) {
@@ -62,10 +66,15 @@ export async function runHost(args: string[], io: Io): Promise<number> {
     io.err('stacksanity host: give --out or --upload, not both\n');
     return 2;
   }
+  if (v.kernel === undefined && (v.vmlinux !== undefined || v.append !== undefined)) {
+    io.err(`stacksanity host: --vmlinux and --append go with --kernel (Debian's kernel needs neither)\n${USAGE}`);
+    return 2;
+  }
+  const own = ownKernelOptions(v);
   const seed = v.seed !== undefined ? Number(v.seed) : Date.now() % 2 ** 31;
   let session: RealHostSession;
   try {
-    session = await RealHostSession.open({ seed, log: (s) => io.err(`stacksanity host: ${s}\n`) });
+    session = await RealHostSession.open({ seed, log: (s) => io.err(`stacksanity host: ${s}\n`), ...(own ? { own } : {}) });
   } catch (e) {
     io.err(`stacksanity host: ${(e as Error).message}\n`);
     return 2;
@@ -77,7 +86,10 @@ export async function runHost(args: string[], io: Io): Promise<number> {
       ...(durationMs !== undefined ? { durationMs } : {}),
     });
     const sum = summarize(run);
-    io.err(`stacksanity host: seed ${seed}, ${sum.samples} samples (${JSON.stringify(sum.where)}); ORC ${JSON.stringify(sum.orcVerdicts)}; entry cross-check ${JSON.stringify(sum.crossings)}; per sample median ${sum.steps.total.median.toFixed(2)} ms\n`);
+    io.err(`stacksanity host: seed ${seed}, ${sum.samples} samples (${JSON.stringify(sum.where)}); per sample median ${sum.steps.total.median.toFixed(2)} ms\n`);
+    for (const [strategy, counts] of Object.entries(sum.verdicts)) io.err(`stacksanity host:   ${strategy}: ${JSON.stringify(counts)}\n`);
+    const ref = crossReferenceOf(session.profile);
+    io.err(`stacksanity host: entry cross-check (section against ${ref ?? 'nothing: no ORC tables and no frame pointers'}): ${JSON.stringify(sum.crossings)}\n`);
     const dump = formatTextDump(samplesOf(run));
     if (v.upload !== undefined) {
       await upload(v.upload, v.token!, session.build, session.kallsyms, dump);
@@ -106,19 +118,26 @@ async function upload(base: string, token: string, build: KernelBuild, kallsyms:
     if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${(await r.text()).slice(0, 200)}`);
   };
   await send('POST', `/v1/kernels/${buildId}/symbols`, gzipSync(kallsyms), 'application/gzip');
-  await send('PUT', `/v1/kernels/${buildId}/profile`, JSON.stringify({ buildId, framePointers: build.framePointers }), 'application/json');
+  const profile = build.framePointers === undefined ? { buildId } : { buildId, framePointers: build.framePointers };
+  await send('PUT', `/v1/kernels/${buildId}/profile`, JSON.stringify(profile), 'application/json');
   // The workers run orc only with the build's tables: the raw sections, gzip (~1 MB for 6.1).
-  await send('PUT', `/v1/kernels/${buildId}/orc`, gzipSync(orcUploadOf(build)), 'application/gzip');
+  if (build.orc) await send('PUT', `/v1/kernels/${buildId}/orc`, gzipSync(orcUploadOf(build)), 'application/gzip');
   await send('POST', '/v1/samples', dump, 'text/plain');
 }
 
-/** The upload form of the build's ORC tables, from the vmlinux that loadKernelBuild cached. */
+/** The upload form of the build's ORC tables, from the vmlinux the build was read from. */
 function orcUploadOf(build: KernelBuild): Uint8Array {
-  const elf = readFileSync(join(build.files.cache, build.files.package, 'vmlinux'));
+  const file = readFileSync(build.vmlinuxPath);
+  const elf = isBzImage(file) ? extractVmlinux(file) : file;
   const sections = elfSections(elf);
   const ip = sections.find((s) => s.name === '.orc_unwind_ip');
   const un = sections.find((s) => s.name === '.orc_unwind');
-  const layout = build.orc.layout ?? orcLayoutForRelease(build.files.release);
-  if (!ip || !un) throw new Error('the cached vmlinux has no .orc_unwind_ip/.orc_unwind sections');
+  const layout = build.orc?.layout ?? orcLayoutForRelease(build.files.release);
+  if (!ip || !un || !layout) throw new Error(`${build.vmlinuxPath} has no .orc_unwind_ip/.orc_unwind sections`);
   return encodeOrcUpload({ layout, ipSectionAddr: ip.addr, ipSection: sectionBytes(elf, ip), unwindSection: sectionBytes(elf, un) });
+}
+
+function ownKernelOptions(v: { kernel?: string | undefined; vmlinux?: string | undefined; append?: string | undefined }): OwnKernelOptions | undefined {
+  if (v.kernel === undefined) return undefined;
+  return { kernel: v.kernel, ...(v.vmlinux !== undefined ? { vmlinux: v.vmlinux } : {}), ...(v.append !== undefined ? { append: v.append } : {}) };
 }

@@ -51,6 +51,10 @@ export function hasFramePointers(configText: string): boolean {
 
 export const KALLSYMS_END = '# stacksanity-kallsyms-end';
 export const INIT_READY = 'stacksanity-init-ready';
+/** What the kernel prints when it starts the initramfs' /init (init/main.c, run_init_process). */
+const KERNEL_RUNS_INIT = 'Run /init as init process';
+/** From the kernel starting /init to its ready marker, the kallsyms dump included. */
+const INIT_ALLOWANCE_MS = 240_000;
 
 /**
  * /init: mounts, optionally dumps /proc/kallsyms to the second serial port (the package's
@@ -119,6 +123,31 @@ export interface LaunchOptions {
   memMiB?: number;
   /** More QEMU options (e.g. -icount for the single-step sweep), after the project's own. */
   qemuArgs?: string[];
+  /** Extra kernel command-line arguments, after the ones the guest needs. */
+  append?: string;
+  /** How long the kernel may take to start /init (default 120 s); /init and the kallsyms dump get 240 s more. */
+  initTimeoutMs?: number;
+  /** Turns a failed boot (QEMU exited, or /init never ran) and its console into the error message. */
+  diagnose?: (failure: BootFailure) => string;
+}
+
+export interface BootFailure {
+  /** exited: QEMU ended (a panic with panic=-1 and -no-reboot); timeout: /init not started in time; no_kallsyms: /init started but its ready marker or the dump never came. */
+  kind: 'exited' | 'timeout' | 'no_kallsyms';
+  console: string;
+  qemuStderr: string;
+  timeoutMs: number;
+}
+
+/** The arguments every guest boots with: serial console, link addresses in kallsyms, QEMU exits on panic. */
+export function guestAppend(dumpKallsyms: boolean, extra?: string): string {
+  return `console=ttyS0 nokaslr panic=-1${dumpKallsyms ? ' stacksanity.kallsyms' : ''}${extra ? ` ${extra}` : ''}`;
+}
+
+function defaultDiagnosis(f: BootFailure): string {
+  const tail = f.console.slice(-500);
+  if (f.kind === 'exited') return `qemu exited early: ${f.qemuStderr.trim()}${tail ? `; console tail: ${tail}` : ''}`;
+  return `the guest did not reach /init in time; console tail: ${tail}`;
 }
 
 export async function launchGuest(o: LaunchOptions): Promise<Guest> {
@@ -130,7 +159,7 @@ export async function launchGuest(o: LaunchOptions): Promise<Guest> {
   writeFileSync(consoleLog, '');
   writeFileSync(kallsymsFile, '');
   const port = await freePort();
-  const append = `console=ttyS0 nokaslr panic=-1${o.dumpKallsyms ? ' stacksanity.kallsyms' : ''}`;
+  const append = guestAppend(o.dumpKallsyms, o.append);
   const args = [
     '-accel', 'tcg', '-cpu', 'qemu64', '-m', String(o.memMiB ?? 512), '-smp', '1',
     '-display', 'none', '-monitor', 'none', '-no-reboot',
@@ -154,17 +183,25 @@ export async function launchGuest(o: LaunchOptions): Promise<Guest> {
   });
   // Never leave a guest running behind a process that ends without close().
   process.once('exit', guest.stop);
-  // Wait for /init (and the kallsyms dump): the console says so.
-  const deadline = Date.now() + (o.dumpKallsyms ? 240_000 : 120_000);
+  // Wait for /init (and the kallsyms dump): the console says so. The kernel's own "Run /init as
+  // init process" (init/main.c) marks the initramfs reached; the dump that follows gets its own
+  // allowance (Debian's ~200,000 symbols take most of a minute through the emulated UART).
+  const initTimeoutMs = o.initTimeoutMs ?? 120_000;
+  const diagnose = o.diagnose ?? defaultDiagnosis;
+  const t0 = Date.now();
+  let initSeenAt: number | undefined;
+  const fail = (kind: BootFailure['kind']): Error => {
+    guest.stop();
+    return new Error(diagnose({ kind, console: readFileSync(consoleLog, 'latin1'), qemuStderr: stderr, timeoutMs: initTimeoutMs }));
+  };
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`qemu exited early: ${stderr.trim()}`);
-    const ready = readFileSync(consoleLog, 'latin1').includes(INIT_READY);
-    if (ready && (!o.dumpKallsyms || readFileSync(kallsymsFile, 'latin1').includes(KALLSYMS_END))) break;
-    if (Date.now() > deadline) {
-      guest.stop();
-      throw new Error(`the guest did not reach /init in time; console tail: ${readFileSync(consoleLog, 'latin1').slice(-500)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
+    if (proc.exitCode !== null || proc.signalCode !== null) throw fail('exited');
+    const con = readFileSync(consoleLog, 'latin1');
+    if (initSeenAt === undefined && (con.includes(INIT_READY) || con.includes(KERNEL_RUNS_INIT))) initSeenAt = Date.now();
+    if (con.includes(INIT_READY) && (!o.dumpKallsyms || readFileSync(kallsymsFile, 'latin1').includes(KALLSYMS_END))) break;
+    if (initSeenAt === undefined && Date.now() - t0 > initTimeoutMs) throw fail('timeout');
+    if (initSeenAt !== undefined && Date.now() - initSeenAt > INIT_ALLOWANCE_MS) throw fail('no_kallsyms');
+    await new Promise((r) => setTimeout(r, 100));
   }
   return guest;
 }

@@ -3,7 +3,7 @@
 // kernel profile built from them for the checking engine.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { KernelProfile } from '../core/symbols/profile.ts';
+import { KernelProfile, type ProfileProvenance } from '../core/symbols/profile.ts';
 import type { OrcTable } from '../core/unwind/orc-table.ts';
 import { extractVmlinux, readVmlinux, type ElfSection } from './vmlinux.ts';
 import { hasFramePointers, type KernelFiles } from './guest.ts';
@@ -12,8 +12,16 @@ export interface KernelBuild {
   files: KernelFiles;
   buildId: string;
   sections: ElfSection[];
-  orc: OrcTable;
-  framePointers: boolean;
+  /** The vmlinux's ORC tables; undefined for a kernel built without CONFIG_UNWINDER_ORC (own kernels only). */
+  orc: OrcTable | undefined;
+  /** undefined: the evidence was inconclusive (own kernels only), so the frame-pointer strategies run. */
+  framePointers: boolean | undefined;
+  /** The ELF the facts were read from (the package's, extracted and cached, or the user's). */
+  vmlinuxPath: string;
+  /** What was inferred about the build and from what, one line each (printed by `host qemu`). */
+  notes: string[];
+  /** Where framePointers came from, as `check --vmlinux` reports it. */
+  provenance?: ProfileProvenance;
   /** Timings of the one-time steps, ms. */
   timings: Record<string, number>;
 }
@@ -35,7 +43,11 @@ export function loadKernelBuild(files: KernelFiles): KernelBuild {
   if (!facts.buildId) throw new Error(`${vmlinuxPath}: no GNU build id note`);
   if (!facts.orc) throw new Error(`${vmlinuxPath}: no .orc_unwind/.orc_unwind_ip sections (a kernel built without CONFIG_UNWINDER_ORC?)`);
   const config = existsSync(files.config) ? readFileSync(files.config, 'utf8') : '';
-  return { files, buildId: facts.buildId, sections: facts.sections, orc: facts.orc, framePointers: hasFramePointers(config), timings };
+  const framePointers = hasFramePointers(config);
+  return {
+    files, buildId: facts.buildId, sections: facts.sections, orc: facts.orc, framePointers, vmlinuxPath, timings,
+    notes: [`frame pointers: ${framePointers ? 'yes' : 'no'}, from the package's ${files.config}; ORC: ${facts.orc.length} entries`],
+  };
 }
 
 export function kallsymsCachePath(b: KernelBuild): string {
@@ -48,7 +60,12 @@ export function cachedKallsyms(b: KernelBuild): string | undefined {
 }
 
 export function profileOf(b: KernelBuild, kallsyms: string): KernelProfile {
-  return KernelProfile.fromKallsyms(kallsyms, { buildId: b.buildId, orc: b.orc, framePointers: b.framePointers, file: kallsymsCachePath(b) });
+  return KernelProfile.fromKallsyms(kallsyms, {
+    buildId: b.buildId, file: kallsymsCachePath(b),
+    ...(b.orc ? { orc: b.orc } : {}),
+    ...(b.framePointers !== undefined ? { framePointers: b.framePointers } : {}),
+    ...(b.provenance ? { provenance: b.provenance } : {}),
+  });
 }
 
 /** Any symbol's address by name, data and per-CPU symbols included (the profile keeps only text). */

@@ -18,6 +18,7 @@ const KNOWN_LAYOUT = { comm: 0xba0, pid: 0x970 };
 const TSS_SP0 = 4;
 const THREAD_SIZE = stackSize('task');
 const VMALLOC_START = 0xffffc90000000000n;
+const KERNEL_HALF = 0xffff800000000000n;
 const CPU_ENTRY_AREA = 0xfffffe0000000000n;
 const CPU_ENTRY_AREA_END = 0xfffffe8000000000n;
 /** Bytes read below the sampled rsp (stale, but entry-code ORC data may refer to them). */
@@ -98,7 +99,7 @@ export class Sampler {
     // A uniprocessor build (CONFIG_SMP=n) has no __per_cpu_offset: its per-CPU variables are plain
     // globals, and kallsyms gives their absolute addresses.
     if (pco !== undefined) this.perCpuBase = await this.gdb.readU64(pco);
-    else if (this.syms.has('cpu_current_top_of_stack')) this.perCpuBase = 0n;
+    else if ((this.syms.get('current_task') ?? 0n) >= KERNEL_HALF) this.perCpuBase = 0n;
     const init = this.syms.get('init_task');
     if (init !== undefined) {
       // The idle task of CPU 0 is called "swapper/0": its comm field is where that string is.

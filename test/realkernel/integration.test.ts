@@ -55,14 +55,14 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
       t.diagnostic(`${name}: where ${JSON.stringify(s.where)} ORC ${JSON.stringify(s.orcVerdicts)} crossings ${JSON.stringify(s.crossings)}`);
     }
     assert.equal(session.build.framePointers, false);
-    assert.ok(session.build.orc.length > 100_000);
+    assert.ok(session.build.orc!.length > 100_000);
     assert.match(session.build.buildId, /^[0-9a-f]{40}$/);
     assert.equal(all.length, 2 * PER_MODE);
     assert.ok(all.filter((c) => kernelMode(c.sample)).length > PER_MODE / 2, 'most stops land in the kernel');
   });
 
   test('every kernel sample\'s ORC unwind reaches user pt_regs, ret_from_fork or an ORC end entry', (t) => {
-    const orc = session.build.orc;
+    const orc = session.build.orc!;
     let thunk = 0;
     let switching = 0;
     let helperWindow = 0;
@@ -161,7 +161,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
         // Stopped in a retpoline thunk (sampled or single-stepped there): the 6.1 ORC table marks the
         // thunk as an end hint, so the kernel's own unwinder stops here too — Debian 6.1's genuine
         // blind spot, which the checker reports as one finding (truncated / orc_end_hint).
-        assert.equal(session.build.orc.type[session.build.orc.find(r.unwind.frames[0]!.ipS)], ORC_TYPE.END_OF_STACK, startFn);
+        assert.equal(session.build.orc!.type[session.build.orc!.find(r.unwind.frames[0]!.ipS)], ORC_TYPE.END_OF_STACK, startFn);
         assert.equal(r.verdict, 'truncated');
         assert.equal(r.reason, 'orc_end_hint');
         continue;

@@ -107,9 +107,13 @@ export abstract class FrameWalker implements Unwinder {
       return;
     }
     if (spLin < 0) {
-      // Kernel mode on no captured stack: e.g. the first instructions of entry_SYSCALL_64, which
-      // still run on the user's rsp. No frame pointer walk can start there.
-      this.fail('no_regs', `sp ${formatHex64(r.sp)} lies on none of the sample's stacks`);
+      // Kernel mode on no captured stack: e.g. the first instruction of entry_SYSCALL_64, which
+      // still runs on the user's rsp (seen on the real 6.1 FP kernel, issue 13). The kernel's
+      // unwinder starts from bp, not sp, finds it on no stack and ends without a word
+      // (__unwind_start); the walk reports the sampled ip and stops as a frame off every stack, so
+      // that the silent-stop rules judge the place (entry code) like any other stop.
+      this.push({ ip: r.ip, ipS: space.regIpS, kind: 'start', stack: 'task' });
+      this.fail('frame_out_of_bounds', `sp ${formatHex64(r.sp)} lies on none of the sample's stacks`);
       return;
     }
     this.cur = space.stackAt(spLin);

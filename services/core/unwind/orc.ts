@@ -457,7 +457,12 @@ function stubReturnAbove(space: StackSpace, slot: bigint, irq: { startS: number;
   return retS >= irq.startS && retS < irq.endS ? { ret: v, retS } : undefined;
 }
 
-export function crossCheckEntries(profile: KernelProfile, u: Pick<UnwindResult, 'frames' | 'userRegsAt'>, space: StackSpace): EntryCrossing[] {
+/**
+ * The same check with another walk as the reference: on a frame-pointer kernel (no ORC tables)
+ * encoded_fp's walk, whose pt_regs come from the bit-0 saved bp (issue 13); `by` names it in the
+ * messages.
+ */
+export function crossCheckEntries(profile: KernelProfile, u: Pick<UnwindResult, 'frames' | 'userRegsAt'>, space: StackSpace, by = 'ORC'): EntryCrossing[] {
   const out: EntryCrossing[] = [];
   // User-mode pt_regs end the trace without a frame; the boundary into them is checked all the same.
   const frames: readonly Frame[] = u.userRegsAt === undefined ? u.frames
@@ -473,7 +478,7 @@ export function crossCheckEntries(profile: KernelProfile, u: Pick<UnwindResult, 
       const stubName = profile.symbols.format(prev.ip, true);
       if (!inSection) {
         if (f.partial) continue;
-        out.push({ frame: i, result: 'mismatch', entry: f.entry ?? 'unknown', message: `ORC decoded pt_regs at ${formatHex64(f.regsAt!)} after the return address ${stubName}, which is outside the entry section: the section strategy would not see this entry` });
+        out.push({ frame: i, result: 'mismatch', entry: f.entry ?? 'unknown', message: `${by} decoded pt_regs at ${formatHex64(f.regsAt!)} after the return address ${stubName}, which is outside the entry section: the section strategy would not see this entry` });
         continue;
       }
       const stub = profile.stubAtS(prev.ipS);
@@ -503,11 +508,11 @@ export function crossCheckEntries(profile: KernelProfile, u: Pick<UnwindResult, 
           continue;
         }
       }
-      out.push({ frame: i, result: 'mismatch', entry: stub.entry, message: `${stubName}: the section strategy reads pt_regs at ${expected === undefined ? '(uncaptured pointer)' : formatHex64(expected)}, ORC decoded them at ${formatHex64(f.regsAt!)}` });
+      out.push({ frame: i, result: 'mismatch', entry: stub.entry, message: `${stubName}: the section strategy reads pt_regs at ${expected === undefined ? '(uncaptured pointer)' : formatHex64(expected)}, ${by} decoded them at ${formatHex64(f.regsAt!)}` });
       continue;
     }
     if (f.kind === 'call' && prev.kind === 'call' && irq !== undefined && prev.ipS >= irq.startS && prev.ipS < irq.endS) {
-      out.push({ frame: i - 1, result: 'mismatch', entry: profile.stubAtS(prev.ipS).entry, message: `return address ${profile.symbols.format(prev.ip, true)} is in __irqentry_text, so the section strategy reads pt_regs above it, but ORC unwound it as an ordinary call frame` });
+      out.push({ frame: i - 1, result: 'mismatch', entry: profile.stubAtS(prev.ipS).entry, message: `return address ${profile.symbols.format(prev.ip, true)} is in __irqentry_text, so the section strategy reads pt_regs above it, but ${by} unwound it as an ordinary call frame` });
     }
   }
   return out;
