@@ -10,7 +10,7 @@ import { sampleToJson } from '../core/dump/json.ts';
 import type { Sample } from '../core/dump/sample.ts';
 import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
-import { decodeSampleRecord } from '../core/dump/batch.ts';
+import { decodeSampleRecord } from '../core/dump/batch-decode.ts';
 import { BASELINE, strategiesFor, verdictsOf, type ProfileLookup, type Verdicts } from './check-batch.ts';
 import { checkerBuild } from './checker-build.ts';
 import { decodeTraceBody, type StoredTrace, type TraceHeader, type TraceMeta } from './trace-store.ts';

@@ -1,4 +1,4 @@
-// Hex digits for the dump scanners (text.ts, batch.ts): a 64-bit number read into two 32-bit
+// Hex digits for the dump scanners (text.ts, batch-transcode.ts): a 64-bit number read into two 32-bit
 // halves, so the hot paths make no BigInt per word.
 
 /**
