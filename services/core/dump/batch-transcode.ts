@@ -16,10 +16,6 @@ import {
 import { beginRecord, encodeParsed, endRecord, Out, writeBatchHeader } from './batch-encode.ts';
 
 const SAFE = 2 ** 53;
-// Module-local aliases: under tsx an imported binding read in a loop is a getter call.
-const HEX = HEX_DIGITS;
-const MAX_SAMPLE = MAX_SAMPLE_BYTES;
-const MAX_STACK = MAX_STACK_SIZE;
 
 // ---------------------------------------------------------------------------------------------
 // Text -> binary in one pass
@@ -55,7 +51,7 @@ let LO = 0;
 function readHex(b: Uint8Array, from: number, to: number): boolean {
   const n = to - from;
   if (n <= 0 || n > 16) return false;
-  const hex = HEX;
+  const hex = HEX_DIGITS;
   let hi = 0;
   let lo = 0;
   let badBits = 0;
@@ -721,7 +717,7 @@ class FastTranscode {
   /** `.regs name=hex ...`: pt_regs fields, each once in the sample; cs/ss 16-bit, ip/sp canonical. */
   private regs(j: number): number {
     const b = this.b;
-    const hex = HEX;
+    const hex = HEX_DIGITS;
     const o = this.o;
     o.u8(T_REGS);
     const countAt = o.n;
@@ -782,7 +778,7 @@ class FastTranscode {
     if (b[c] === LF) throw UNSURE;
     const next = this.eol(this.ws(this.hexTok(c)));
     const stEnd = kernelAddrHL();
-    if (stEnd <= begin || stEnd - begin > MAX_STACK) throw UNSURE;
+    if (stEnd <= begin || stEnd - begin > MAX_STACK_SIZE) throw UNSURE;
     const stacks = this.stacks;
     for (let k = 0; k < stacks.length; k++) if (stacks[k]!.type === type) throw UNSURE;
     if (this.win !== undefined && this.winFill !== this.winDeclared) throw UNSURE;
@@ -812,7 +808,7 @@ class FastTranscode {
     if (wEnd < start || wEnd > st.end) throw UNSURE;
     const declared = wEnd - start;
     this.declaredBytes += declared;
-    if (this.declaredBytes > MAX_SAMPLE) throw UNSURE;
+    if (this.declaredBytes > MAX_SAMPLE_BYTES) throw UNSURE;
     if (this.win !== undefined && this.winFill !== this.winDeclared) throw UNSURE;
     this.win = st;
     this.winStartHi = startHi;
