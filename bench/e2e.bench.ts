@@ -22,7 +22,7 @@ import { freePort, startPrivateRedis } from '../services/pipeline/redis-server.t
 import { Keys } from '../services/pipeline/keys.ts';
 import { encodeBatch, gunzipBody, type BatchJob } from '../services/pipeline/job.ts';
 import { checkBatch } from '../services/pipeline/check-batch.ts';
-import { decodeBatch } from '../services/core/dump/batch.ts';
+import { decodeBatch } from '../services/core/dump/batch-decode.ts';
 import { KernelProfile, parseProfileOptions } from '../services/core/symbols/profile.ts';
 import type { FeedKernel } from '../services/pipeline/feed.ts';
 import { childrenOf, cpuSecondsOf, rssOf } from './service.ts';

@@ -9,7 +9,8 @@
 // pointing into the next stack as an interrupted frame pointer does.
 import { KernelProfile } from '../services/core/symbols/profile.ts';
 import type { Sample, SampleStack, TruthFrame } from '../services/core/dump/sample.ts';
-import { decodeBatch, encodeSamples } from '../services/core/dump/batch.ts';
+import { decodeBatch } from '../services/core/dump/batch-decode.ts';
+import { encodeSamples } from '../services/core/dump/batch-encode.ts';
 import { encodeTraceBody, type StoredTrace } from '../services/pipeline/trace-store.ts';
 import { traceDetailJson, traceView } from '../services/pipeline/trace-view.ts';
 import { renderTracePage } from '../services/api/explorer-trace.ts';

@@ -20,7 +20,9 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { DumpError } from '../services/core/dump/errors.ts';
 import { parseTextDump, formatTextDump } from '../services/core/dump/text.ts';
 import { parseJsonDump, formatJsonDump, formatNdjson } from '../services/core/dump/json.ts';
-import { decodeBatch, decodeSampleRecord, encodeSamples, transcodeTextDump } from '../services/core/dump/batch.ts';
+import { decodeBatch, decodeSampleRecord } from '../services/core/dump/batch-decode.ts';
+import { encodeSamples } from '../services/core/dump/batch-encode.ts';
+import { transcodeTextDump } from '../services/core/dump/batch-transcode.ts';
 import { collapsePerfScript } from '../services/realhost/collapse.ts';
 import { parsePerfData } from '../services/realhost/perf-data.ts';
 import { kernelLogContext, kernelLogSamples, parseKernelLog } from '../services/realhost/kernel-log.ts';

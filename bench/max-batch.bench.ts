@@ -14,7 +14,7 @@ import { feederSource } from '../services/pipeline/feed.ts';
 import { encodeBatch, type BatchJob } from '../services/pipeline/job.ts';
 import { checkBatch } from '../services/pipeline/check-batch.ts';
 import { YIELD_EVERY_MS } from '../services/pipeline/queue.ts';
-import { decodeBatch } from '../services/core/dump/batch.ts';
+import { decodeBatch } from '../services/core/dump/batch-decode.ts';
 import { KernelProfile, parseProfileOptions } from '../services/core/symbols/profile.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');

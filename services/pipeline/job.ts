@@ -1,6 +1,6 @@
 // The job codec: one BullMQ job per uploaded batch. The job's data is small (who, what, how many);
 // the batch's bytes sit in their own key (Keys.body). The API reads an upload once and stores its
-// samples in the binary batch form (services/core/dump/batch.ts): the worker decodes that without
+// samples in the binary batch form (services/core/dump/batch-form.ts): the worker decodes that without
 // parsing any text, which halves the service's CPU per sample (bench/RESULTS.md, bench:e2e). Each
 // sample keeps its index in the upload, so indices agree between the API's 202 and the worker's
 // traces. Jobs queued by an older API (v 1: the upload's bytes as sent, gzip or not) are still
@@ -10,7 +10,9 @@ import { gunzipSync } from 'node:zlib';
 import { DumpError, type ParseResult } from '../core/dump/errors.ts';
 import { parseJsonDump } from '../core/dump/json.ts';
 import { parseTextDump } from '../core/dump/text.ts';
-import { encodeParsed, transcodeTextDump, type EncodedBatch } from '../core/dump/batch.ts';
+import type { EncodedBatch } from '../core/dump/batch-form.ts';
+import { encodeParsed } from '../core/dump/batch-encode.ts';
+import { transcodeTextDump } from '../core/dump/batch-transcode.ts';
 import type { Sample } from '../core/dump/sample.ts';
 
 export const SOURCES = ['emulator', 'agent', 'perf', 'ci', 'upload'] as const;

@@ -12,7 +12,7 @@ import { stackPicture, type StackPicture } from '../core/render/stack-picture.ts
 import { checkHostCallchain } from '../realhost/callchain-check.ts';
 import { renderKernelTrace } from '../core/render/kernel-text.ts';
 import { sampleCheckToJson } from '../core/render/json.ts';
-import { decodeSampleRecord } from '../core/dump/batch.ts';
+import { decodeSampleRecord } from '../core/dump/batch-decode.ts';
 import { BASELINE, strategiesFor, verdictsOf, type ProfileLookup, type Verdicts } from './check-batch.ts';
 import { checkerBuild } from './checker-build.ts';
 import { decodeTraceBody, type StoredTrace, type TraceHeader, type TraceMeta } from './trace-store.ts';

@@ -10,7 +10,7 @@ import type { ApiServer } from '../../services/api/server.ts';
 import { CheckerWorker, createQueue, traceStore, type BatchQueue } from '../../services/pipeline/queue.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import { JOB_NAME, type BatchJob } from '../../services/pipeline/job.ts';
-import { isEncodedBatch } from '../../services/core/dump/batch.ts';
+import { isEncodedBatch } from '../../services/core/dump/batch-form.ts';
 import {
   DEMO_SAMPLES, DEMO_STRATEGIES, SHARED_REDIS, TOKEN_HOST, auth, cleanup, demoVariant,
   putDemoSymbols, startTestApi, testConfig, uniquePrefix, waitFor,

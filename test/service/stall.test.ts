@@ -12,7 +12,7 @@ import { DeadLetters } from '../../services/pipeline/dead-letter.ts';
 import { Keys } from '../../services/pipeline/keys.ts';
 import { JOB_NAME, encodeBatch, type BatchJob } from '../../services/pipeline/job.ts';
 import { checkBatch } from '../../services/pipeline/check-batch.ts';
-import { decodeBatch } from '../../services/core/dump/batch.ts';
+import { decodeBatch } from '../../services/core/dump/batch-decode.ts';
 import { KernelProfile } from '../../services/core/symbols/profile.ts';
 import type { ServiceConfig } from '../../services/pipeline/config.ts';
 import { runReplay } from '../../services/cli/replay.ts';

@@ -1,4 +1,4 @@
-// Hex digits for the dump scanners (text.ts, batch.ts): a 64-bit number read into two 32-bit
+// Hex digits for the dump scanners (text.ts, batch-transcode.ts): a 64-bit number read into two 32-bit
 // halves, so the hot paths make no BigInt per word.
 
 /**
@@ -11,9 +11,6 @@ for (let c = 0; c < 6; c++) {
   HEX_DIGITS[0x61 + c] = 10 + c;
   HEX_DIGITS[0x41 + c] = 10 + c;
 }
-
-// A module-local alias: under tsx an imported binding read in a loop is a getter call.
-const HEX = HEX_DIGITS;
 
 /** Reads 1–16 hex digits into hi:lo; one instance per scanner, so reading allocates nothing. */
 export class HexReader {
@@ -29,12 +26,12 @@ export class HexReader {
     let bad = 0;
     const split = n > 8 ? to - 8 : from; // digits left of split belong to the high half
     for (let i = from; i < split; i++) {
-      const d = HEX[t.charCodeAt(i)]!;
+      const d = HEX_DIGITS[t.charCodeAt(i)]!;
       hi = (hi << 4) | d;
       bad |= d;
     }
     for (let i = split; i < to; i++) {
-      const d = HEX[t.charCodeAt(i)]!;
+      const d = HEX_DIGITS[t.charCodeAt(i)]!;
       lo = (lo << 4) | d;
       bad |= d;
     }

@@ -42,12 +42,10 @@ const U64_MAX_DEC = '18446744073709551615';
 const TAB = 0x09, SPACE = 0x20, CR = 0x0d, HASH = 0x23, DOT = 0x2e, COLON = 0x3a, QUOTE = 0x22;
 const BACKSLASH = 0x5c, LPAREN = 0x28, RPAREN = 0x29, MINUS = 0x2d;
 
-// Module-local aliases: under tsx an imported binding read in a loop is a getter call.
-const HEX = HEX_DIGITS;
 const hex = new HexReader();
 
 function hexVal(c: number): number {
-  return HEX[c] ?? -1;
+  return HEX_DIGITS[c] ?? -1;
 }
 function isWs(c: number): boolean {
   return c === SPACE || c === TAB;
@@ -874,12 +872,12 @@ class TextDumpParser {
       let lo = 0;
       let bad = 0;
       for (let p = j; p < j + 8; p++) {
-        const d = HEX[t.charCodeAt(p)]!;
+        const d = HEX_DIGITS[t.charCodeAt(p)]!;
         hi = (hi << 4) | d;
         bad |= d;
       }
       for (let p = j + 8; p < k; p++) {
-        const d = HEX[t.charCodeAt(p)]!;
+        const d = HEX_DIGITS[t.charCodeAt(p)]!;
         lo = (lo << 4) | d;
         bad |= d;
       }

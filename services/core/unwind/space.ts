@@ -6,9 +6,6 @@ import type { Regs, Sample } from '../dump/sample.ts';
 import { linkFromTop, STACK_TYPES, userMode, type StackType } from '../stack/layout.ts';
 import { bigFromHalves, signedFromBig } from '../u64.ts';
 
-// Module-local alias: tsx turns an imported binding read per call into a getter call.
-const signedOfBig = signedFromBig;
-
 // One store into a BigUint64Array yields both 32-bit halves of a u64 without making a bigint.
 const B64 = new BigUint64Array(1);
 const W32 = new Uint32Array(B64.buffer);
@@ -99,7 +96,7 @@ export class StackSpace {
     if (this.regsSeen === r) return;
     this.regsSeen = r;
     this.regSpLin = this.locateBig(r.sp!, 0);
-    this.regIpS = signedOfBig(r.ip!);
+    this.regIpS = signedFromBig(r.ip!);
     this.regUser = r.cs !== undefined && userMode(r.cs);
     if (r.bp !== undefined) {
       this.regBpHi = Number(r.bp >> 32n);

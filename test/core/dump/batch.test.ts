@@ -1,4 +1,4 @@
-// The binary batch form (services/core/dump/batch.ts). Expected values always come from an
+// The binary batch form (services/core/dump/batch-*.ts). Expected values always come from an
 // independent implementation: the arbitrary samples themselves for the encode/decode round trip,
 // parseTextDump for the transcoder. Inputs: generated samples, the shipped example, emulated-fleet
 // batches of every layout and fault, the perf script corpus when present, and thousands of
@@ -14,9 +14,10 @@ import fc from 'fast-check';
 import { formatTextDump, parseTextDump, MAX_HEADER_CHARS } from '../../../services/core/dump/text.ts';
 import { hasFullState, type Sample } from '../../../services/core/dump/sample.ts';
 import { DumpError } from '../../../services/core/dump/errors.ts';
-import {
-  decodeBatch, decodeSampleRecord, encodeParsed, encodeSamples, isEncodedBatch, transcodeTextDump,
-} from '../../../services/core/dump/batch.ts';
+import { isEncodedBatch } from '../../../services/core/dump/batch-form.ts';
+import { encodeParsed, encodeSamples } from '../../../services/core/dump/batch-encode.ts';
+import { decodeBatch, decodeSampleRecord } from '../../../services/core/dump/batch-decode.ts';
+import { transcodeTextDump } from '../../../services/core/dump/batch-transcode.ts';
 import { EmulatedFleet, FAULTS } from '../../../services/emulator/index.ts';
 import { arbSample } from './gen-sample.ts';
 import { mutate } from './mutate-dump.ts';

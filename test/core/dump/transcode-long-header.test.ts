@@ -4,7 +4,7 @@
 // queued a sample that `stacksanity check` on the same file refuses.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { transcodeTextDump } from '../../../services/core/dump/batch.ts';
+import { transcodeTextDump } from '../../../services/core/dump/batch-transcode.ts';
 import { readFileSync } from 'node:fs';
 import { MAX_HEADER_CHARS, formatTextDump, parseTextDump } from '../../../services/core/dump/text.ts';
 
