@@ -13,23 +13,12 @@ import { crossReferenceOf, runSampling, summarize, type CheckedSample } from '..
 import { GOOD_VERDICTS } from '../../services/core/check/reasons.ts';
 import { SILENT_STOP_REASONS } from '../../services/core/check/silent-stops.ts';
 import { PT_REGS_OFFSET, PT_REGS_SIZE } from '../../services/core/stack/layout.ts';
-import type { Sample, SampleStack } from '../../services/core/dump/sample.ts';
+import { kernelMode, word } from '../support/sample-memory.ts';
 
 const fp = builtFpKernel();
 const skip = !fp ? 'no frame-pointer kernel built: run scripts/build-fp-kernel.sh (docs/real-kernel.md)' : ownKernelUnavailable();
 const N = Number(process.env.STACKSANITY_FPKERNEL_SAMPLES ?? 150);
 
-function word(st: SampleStack, addr: bigint): bigint | undefined {
-  for (const w of st.windows) {
-    const off = Number(addr - w.start);
-    if (off >= 0 && off + 8 <= w.bytes.length) return new DataView(w.bytes.buffer, w.bytes.byteOffset + off, 8).getBigUint64(0, true);
-  }
-  return undefined;
-}
-
-function kernelMode(s: Sample): boolean {
-  return ((s.regs?.cs ?? 3n) & 3n) === 0n;
-}
 
 const SILENT: ReadonlySet<string> = new Set(SILENT_STOP_REASONS);
 

@@ -12,27 +12,16 @@ import { formatTextDump, parseTextDump } from '../../services/core/dump/text.ts'
 import { checkSample } from '../../services/core/check/checker.ts';
 import { ORC_TYPE } from '../../services/core/unwind/orc-table.ts';
 import { PT_REGS_OFFSET, PT_REGS_SIZE } from '../../services/core/stack/layout.ts';
-import { hasFullState, type Sample, type SampleStack } from '../../services/core/dump/sample.ts';
+import { hasFullState } from '../../services/core/dump/sample.ts';
 import { main } from '../../services/cli/main.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { kernelMode, word } from '../support/sample-memory.ts';
 
 const skip = unavailableReason();
 const PER_MODE = Number(process.env.STACKSANITY_REALKERNEL_SAMPLES ?? 200);
 
-/** A u64 of the sample's captured memory, read straight from its windows. */
-function word(st: SampleStack, addr: bigint): bigint | undefined {
-  for (const w of st.windows) {
-    const off = Number(addr - w.start);
-    if (off >= 0 && off + 8 <= w.bytes.length) return new DataView(w.bytes.buffer, w.bytes.byteOffset + off, 8).getBigUint64(0, true);
-  }
-  return undefined;
-}
-
-function kernelMode(s: Sample): boolean {
-  return ((s.regs?.cs ?? 3n) & 3n) === 0n;
-}
 
 describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, () => {
   let session: RealHostSession;

@@ -11,10 +11,10 @@ import { CheckerWorker } from '../../services/pipeline/queue.ts';
 import { formatTextDump } from '../../services/core/dump/text.ts';
 import type { Sample } from '../../services/core/dump/sample.ts';
 import {
-  decodeOrcUpload, encodeOrcEntry, encodeOrcUpload, OrcFormatError, OrcTable, ORC_UPLOAD_HEADER, type OrcEntry,
+  decodeOrcUpload, encodeOrcUpload, OrcFormatError, OrcTable, ORC_UPLOAD_HEADER, type OrcEntry,
 } from '../../services/core/unwind/orc-table.ts';
 import { auth, cleanup, startTestApi, testConfig, uniquePrefix, waitFor } from './helpers.ts';
-import { CALL, ORC_KALLSYMS, ORC_ROWS, pageFaultStack } from '../support/orc-kernel.ts';
+import { CALL, IP_SECTION_ADDR, ORC_KALLSYMS, ORC_ROWS, orcSections, pageFaultStack } from '../support/orc-kernel.ts';
 
 const prefix = uniquePrefix('orc');
 const cfg = { ...testConfig(prefix, { STACKSANITY_TRACE_PASSING: '1', STACKSANITY_MAX_ORC_BODY: '4096', STACKSANITY_RATE_LIMIT: '1000' }), combinedMetrics: true };
@@ -25,19 +25,6 @@ let worker: CheckerWorker;
 // The kernel, its ORC rows and its page-fault stack: test/support/orc-kernel.ts.
 const KALLSYMS = ORC_KALLSYMS;
 const ROWS = ORC_ROWS;
-const IP_SECTION_ADDR = 0xffffffff82c5f474n;
-
-/** The two sections as the vmlinux holds them: s32 ip offsets relative to their own slot. */
-function sections(rows: readonly (readonly [bigint, OrcEntry])[] = ROWS, base = IP_SECTION_ADDR): { layout: 'type2'; ipSectionAddr: bigint; ipSection: Uint8Array; unwindSection: Uint8Array } {
-  const ipSection = new Uint8Array(rows.length * 4);
-  const unwindSection = new Uint8Array(rows.length * 6);
-  const dv = new DataView(ipSection.buffer);
-  rows.forEach(([a, e], i) => {
-    dv.setInt32(i * 4, Number(a - (base + BigInt(i * 4))), true);
-    unwindSection.set(encodeOrcEntry(e, 'type2'), i * 6);
-  });
-  return { layout: 'type2', ipSectionAddr: base, ipSection, unwindSection };
-}
 
 /** The stack as the CPU and the entry code write it; the sample is taken at exc_page_fault+4. */
 function pageFaultSample(host: string, ip = 0xffffffff81000104n): { sample: Sample; pKernel: bigint } {
@@ -67,7 +54,7 @@ after(async () => {
 });
 
 test('the upload form round-trips and rebuilds the same table as the sections', () => {
-  const s = sections();
+  const s = orcSections();
   const d = decodeOrcUpload(encodeOrcUpload(s));
   assert.equal(d.layout, 'type2');
   assert.equal(d.ipSectionAddr, IP_SECTION_ADDR);
@@ -84,7 +71,7 @@ test('kallsyms + profile + ORC tables + a full-state sample: the worker runs orc
   assert.equal(r.statusCode, 201, r.body);
   r = await api.app.inject({ method: 'PUT', url: `/v1/kernels/${BUILD}/profile`, headers: { ...auth(), 'content-type': 'application/json' }, payload: { framePointers: false } });
   assert.equal(r.statusCode, 200, r.body);
-  const put = await putOrc(gzipSync(encodeOrcUpload(sections())), 'application/gzip');
+  const put = await putOrc(gzipSync(encodeOrcUpload(orcSections())), 'application/gzip');
   assert.equal(put.status, 201, JSON.stringify(put.json));
   assert.deepEqual([put.json.entries, put.json.layout], [ROWS.length, 'type2']);
   const info = await get(`/v1/kernels/${BUILD}`);
@@ -146,7 +133,7 @@ test('kallsyms + profile + ORC tables + a full-state sample: the worker runs orc
 });
 
 test('bad ORC bodies: a 4xx that names the problem', async () => {
-  const good = encodeOrcUpload(sections());
+  const good = encodeOrcUpload(orcSections());
   const cases: [string, Uint8Array | string, number, RegExp][] = [
     ['empty', new Uint8Array(0), 400, /empty/],
     ['short', good.subarray(0, 10), 400, /header/],
@@ -165,7 +152,7 @@ test('bad ORC bodies: a 4xx that names the problem', async () => {
     assert.match(String(r.json.message), re, name);
   }
   // Over STACKSANITY_MAX_ORC_BODY (4096 here), as sent and after gunzip.
-  const big = encodeOrcUpload(sections(Array.from({ length: 500 }, (_, i) => [0xffffffff81000000n + BigInt(i * 16), CALL(8)] as [bigint, OrcEntry])));
+  const big = encodeOrcUpload(orcSections(Array.from({ length: 500 }, (_, i) => [0xffffffff81000000n + BigInt(i * 16), CALL(8)] as [bigint, OrcEntry])));
   assert.ok(big.length > 4096);
   assert.equal((await putOrc(big)).status, 413);
   const bomb = await putOrc(gzipSync(big), 'application/gzip');

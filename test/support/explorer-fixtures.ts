@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Sample } from '../../services/core/dump/sample.ts';
 import { decodeBatch } from '../../services/core/dump/batch-decode.ts';
 import { encodeSamples } from '../../services/core/dump/batch-encode.ts';
-import { encodeOrcEntry, encodeOrcUpload, type OrcEntry } from '../../services/core/unwind/orc-table.ts';
+import { encodeOrcUpload } from '../../services/core/unwind/orc-table.ts';
 import { EmulatedFleet, fleetBuilds } from '../../services/emulator/index.ts';
 import type { KernelImage } from '../../services/emulator/image.ts';
 import { SCENARIOS, sweepScenario } from '../../services/emulator/sweep.ts';
@@ -19,7 +19,7 @@ import { checkerBuild } from '../../services/pipeline/checker-build.ts';
 import type { BatchJob } from '../../services/pipeline/job.ts';
 import type { KernelStore } from '../../services/pipeline/kernels.ts';
 import { encodeTraceBody, type TraceStore } from '../../services/pipeline/trace-store.ts';
-import { ORC_KALLSYMS, ORC_ROWS, pageFaultStack } from './orc-kernel.ts';
+import { ORC_KALLSYMS, ORC_ROWS, orcSections, pageFaultStack } from './orc-kernel.ts';
 
 export const TOKEN = 'test-token-0123456789abcdef';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
@@ -66,16 +66,6 @@ async function putKernel(app: FastifyInstance, k: { buildId: string; kallsyms: s
   await inject(app, 'POST', `/v1/kernels/${k.buildId}/symbols`, k.kallsyms, 'text/plain');
 }
 
-function orcSections(rows: readonly (readonly [bigint, OrcEntry])[], base = 0xffffffff82c5f474n): Parameters<typeof encodeOrcUpload>[0] {
-  const ipSection = new Uint8Array(rows.length * 4);
-  const unwindSection = new Uint8Array(rows.length * 6);
-  const dv = new DataView(ipSection.buffer);
-  rows.forEach(([a, e], i) => {
-    dv.setInt32(i * 4, Number(a - (base + BigInt(i * 4))), true);
-    unwindSection.set(encodeOrcEntry(e, 'type2'), i * 6);
-  });
-  return { layout: 'type2', ipSectionAddr: base, ipSection, unwindSection };
-}
 
 /** Stores one sample as a trace through checkBatch (every sample kept: passingRatio 1). */
 async function storeChecked(store: TraceStore, kernels: KernelStore, job: string, sample: Sample, host: string): Promise<string> {

@@ -5,7 +5,7 @@
 // asm_exc_page_fault builds pt_regs and calls exc_page_fault, sampled after its `push %rbx`.
 import type { Regs, Sample } from '../../services/core/dump/sample.ts';
 import { PT_REGS_OFFSET, type PtRegsField } from '../../services/core/stack/layout.ts';
-import { ORC_REG, ORC_TYPE, type OrcEntry } from '../../services/core/unwind/orc-table.ts';
+import { encodeOrcEntry, ORC_REG, ORC_TYPE, type OrcEntry } from '../../services/core/unwind/orc-table.ts';
 
 export const ORC_KALLSYMS = `ffffffff81000000 T _stext
 ffffffff81000100 T exc_page_fault
@@ -89,4 +89,19 @@ export function pageFaultStack(ip = 0xffffffff81000104n): { sample: Sample; pKer
     stacks: [{ type: 'task', begin: STACK_BEGIN, end: STACK_END, windows: [{ start: sp, bytes: mem.subarray(Number(sp - STACK_BEGIN)) }] }],
   };
   return { sample, pKernel };
+}
+
+/** Where the hand-made tables' .orc_unwind_ip section sits (any kernel-text address would do). */
+export const IP_SECTION_ADDR = 0xffffffff82c5f474n;
+
+/** The two sections as a vmlinux holds them (the body of an ORC upload): s32 ip offsets relative to their own slot. */
+export function orcSections(rows: readonly (readonly [bigint, OrcEntry])[] = ORC_ROWS, base = IP_SECTION_ADDR): { layout: 'type2'; ipSectionAddr: bigint; ipSection: Uint8Array; unwindSection: Uint8Array } {
+  const ipSection = new Uint8Array(rows.length * 4);
+  const unwindSection = new Uint8Array(rows.length * 6);
+  const dv = new DataView(ipSection.buffer);
+  rows.forEach(([a, e], i) => {
+    dv.setInt32(i * 4, Number(a - (base + BigInt(i * 4))), true);
+    unwindSection.set(encodeOrcEntry(e, 'type2'), i * 6);
+  });
+  return { layout: 'type2', ipSectionAddr: base, ipSection, unwindSection };
 }
