@@ -16,11 +16,10 @@
 //          --bzimage …/bzImage [--out test/realkernel/fixtures/designs] [--log-dir DIR] [--seconds 55]
 // Exit 0 when the run was stable and every trace was captured, 1 otherwise (reasons printed).
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
 import { parseArgs } from 'node:util';
-import { cpioNewc, S_IFDIR, S_IFREG, type CpioEntry } from '../services/realkernel/cpio.ts';
+import { buildInitramfs } from '../services/realkernel/guest.ts';
 
 const { values } = parseArgs({
   options: {
@@ -78,23 +77,11 @@ while true; do
 done
 `;
 
-function initramfs(busybox: string): Uint8Array {
-  const entries: CpioEntry[] = [
-    { name: 'bin', mode: S_IFDIR | 0o755 },
-    { name: 'bin/busybox', mode: S_IFREG | 0o755, data: readFileSync(busybox) },
-    { name: 'dev', mode: S_IFDIR | 0o755 },
-    { name: 'proc', mode: S_IFDIR | 0o755 },
-    { name: 'sys', mode: S_IFDIR | 0o755 },
-    { name: 'tmp', mode: S_IFDIR | 0o1777 },
-    { name: 'init', mode: S_IFREG | 0o755, data: new TextEncoder().encode(INIT) },
-  ];
-  return gzipSync(cpioNewc(entries), { level: 1 });
-}
 
 const logDir = values['log-dir'];
 mkdirSync(logDir, { recursive: true });
 const initrd = join(logDir, 'initrd.cpio.gz');
-writeFileSync(initrd, initramfs(values.busybox));
+writeFileSync(initrd, buildInitramfs(values.busybox, INIT));
 
 // -nographic multiplexes the serial console and the monitor on stdio: Ctrl-A b sends a serial
 // break (the 8250 driver turns break + next key into a sysrq), Ctrl-A c toggles the monitor.

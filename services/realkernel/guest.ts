@@ -80,7 +80,8 @@ while true; do
 done
 `;
 
-export function buildInitramfs(busyboxPath: string): Uint8Array {
+/** A gzip'd newc initramfs: a static busybox and `init` (the project's sampling workload by default). */
+export function buildInitramfs(busyboxPath: string, init = INIT_SCRIPT): Uint8Array {
   const bb = readFileSync(busyboxPath);
   const entries: CpioEntry[] = [
     { name: 'bin', mode: S_IFDIR | 0o755 },
@@ -89,7 +90,7 @@ export function buildInitramfs(busyboxPath: string): Uint8Array {
     { name: 'proc', mode: S_IFDIR | 0o755 },
     { name: 'sys', mode: S_IFDIR | 0o755 },
     { name: 'tmp', mode: S_IFDIR | 0o1777 },
-    { name: 'init', mode: S_IFREG | 0o755, data: new TextEncoder().encode(INIT_SCRIPT) },
+    { name: 'init', mode: S_IFREG | 0o755, data: new TextEncoder().encode(init) },
   ];
   return gzipSync(cpioNewc(entries), { level: 1 });
 }
