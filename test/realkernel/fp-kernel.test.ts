@@ -14,6 +14,7 @@ import { GOOD_VERDICTS } from '../../services/core/check/reasons.ts';
 import { SILENT_STOP_REASONS } from '../../services/core/check/silent-stops.ts';
 import { PT_REGS_OFFSET, PT_REGS_SIZE } from '../../services/core/stack/layout.ts';
 import { kernelMode, word } from '../support/sample-memory.ts';
+import { assertCrossingsAgree } from '../support/crossings.ts';
 
 const fp = builtFpKernel();
 const skip = !fp ? 'no frame-pointer kernel built: run scripts/build-fp-kernel.sh (docs/real-kernel.md)' : ownKernelUnavailable();
@@ -95,13 +96,6 @@ describe('the frame-pointer 6.1 kernel under QEMU', { skip: skip ? `skipped: ${s
   });
 
   test('the section strategy agrees with encoded_fp at every entry boundary', () => {
-    const kinds = new Map<string, number>();
-    for (const c of run) {
-      for (const x of c.crossings) {
-        assert.notEqual(x.result, 'mismatch', `${c.sample.comm}: ${x.message}`);
-        kinds.set(`${x.result} ${x.entry}`, (kinds.get(`${x.result} ${x.entry}`) ?? 0) + 1);
-      }
-    }
-    assert.ok((kinds.get('agree syscall') ?? 0) > 0, `crossings: ${JSON.stringify([...kinds])}`);
+    assertCrossingsAgree(run);
   });
 });

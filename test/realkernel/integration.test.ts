@@ -18,6 +18,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kernelMode, word } from '../support/sample-memory.ts';
+import { assertCrossingsAgree } from '../support/crossings.ts';
 
 const skip = unavailableReason();
 const PER_MODE = Number(process.env.STACKSANITY_REALKERNEL_SAMPLES ?? 200);
@@ -161,14 +162,7 @@ describe('real kernel under QEMU', { skip: skip ? `skipped: ${skip}` : false }, 
   });
 
   test('every entry boundary agrees with the section cross-check', () => {
-    const kinds = new Map<string, number>();
-    for (const c of all) {
-      for (const x of c.crossings) {
-        assert.notEqual(x.result, 'mismatch', `${c.sample.comm}: ${x.message}`);
-        kinds.set(`${x.result} ${x.entry}`, (kinds.get(`${x.result} ${x.entry}`) ?? 0) + 1);
-      }
-    }
-    assert.ok((kinds.get('agree syscall') ?? 0) > 0, `crossings: ${JSON.stringify([...kinds])}`);
+    assertCrossingsAgree(all);
   });
 
   test('the frame-pointer strategies are not applicable here, not failures', () => {
