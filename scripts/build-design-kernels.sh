@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the three x86-64 entry designs of issue 18 (encoded, section, kernel_entry) from Debian's
-# linux-source-6.1 with the small frame-pointer config (patches/kernel/fp-config.fragment), each
+# linux-source-6.1 with the small frame-pointer config (scripts/fpkernel/fp.config), each
 # with the stock unwinder and, for section and kernel_entry, with the design's own unwinder patch.
 #
 #   bash scripts/build-design-kernels.sh [--design encoded|section|kernel_entry|all]
@@ -25,6 +25,7 @@
 
 DK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DK_PATCHES="$DK_REPO/patches/kernel"
+DK_FRAGMENT="$DK_REPO/scripts/fpkernel/fp.config"
 DK_TARBALL="${LINUX_SOURCE_TARBALL:-/usr/src/linux-source-6.1.tar.xz}"
 DK_CACHE="${STACKSANITY_FPKERNEL_CACHE:-$DK_REPO/.cache/fpkernel}"
 DK_JOBS="${DK_JOBS:-2}"
@@ -96,7 +97,7 @@ dk_hash() { cat "$@" | sha256sum | cut -c1-16; }
 dk_build_base() {
   local base="$DK_ROOT/base/linux" stamp want
   stamp="$DK_ROOT/base/stamp"
-  want="$(dk_tarball_id | sha256sum | cut -c1-8)-$(dk_hash "$DK_PATCHES/fp-config.fragment")"
+  want="$(dk_tarball_id | sha256sum | cut -c1-8)-$(dk_hash "$DK_FRAGMENT")"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -f "$base/build/arch/x86/boot/bzImage" ]]; then
     return 0
   fi
@@ -104,13 +105,13 @@ dk_build_base() {
   if [[ ! -f "$base/build/.config" ]] || ! grep -q "^# fragment $want" "$base/build/.fragment-id" 2> /dev/null; then
     rm -rf "$base/build" && mkdir -p "$base/build"
     make -C "$base" O=build tinyconfig > /dev/null
-    cat "$DK_PATCHES/fp-config.fragment" >> "$base/build/.config"
+    cat "$DK_FRAGMENT" >> "$base/build/.config"
     # olddefconfig warns about every symbol the fragment overrides: expected, so kept in a log.
     make -C "$base" O=build olddefconfig > "$DK_ROOT/base/config.log" 2>&1 \
       || { tail -20 "$DK_ROOT/base/config.log" >&2; return 1; }
     echo "# fragment $want" > "$base/build/.fragment-id"
   fi
-  dk_check_config "$base/build/.config"
+  dk_check_config "$base/build/.config" || return 1
   dk_log "building base (encoded, stock unwinder) in $base/build"
   dk_make "$base" "$DK_ROOT/base/build.log"
   # objtool's own build records absolute paths: the clones rewrite them (see build_design_kernel).
@@ -118,12 +119,25 @@ dk_build_base() {
   echo "$want" > "$stamp"
 }
 
-# The options the designs depend on must have survived olddefconfig.
+# Every line of the fragment must have survived olddefconfig (an option whose dependency is missing
+# is silently dropped), and so must the options the designs themselves depend on.
 dk_check_config() {
-  local opt
+  local cfg=$1 line opt missing=()
+  while IFS= read -r line; do
+    case "$line" in
+      CONFIG_*=*) grep -qx "$line" "$cfg" || missing+=("$line") ;;
+      "# CONFIG_"*" is not set")
+        opt=${line#\# }; opt=${opt%% *}
+        grep -q "^$opt=" "$cfg" && missing+=("$line") ;;
+    esac
+  done < "$DK_FRAGMENT"
   for opt in CONFIG_64BIT CONFIG_UNWINDER_FRAME_POINTER CONFIG_FRAME_POINTER CONFIG_MAGIC_SYSRQ CONFIG_KALLSYMS_ALL CONFIG_STACKTRACE; do
-    grep -q "^$opt=y" "$1" || { dk_log "$opt is not set in $1 after olddefconfig"; return 1; }
+    grep -q "^$opt=y" "$cfg" || missing+=("$opt=y")
   done
+  if ((${#missing[@]})); then
+    dk_log "Kconfig did not keep: ${missing[*]} (a dependency of these options is missing from $DK_FRAGMENT)"
+    return 1
+  fi
 }
 
 dk_make() {
