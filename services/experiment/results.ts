@@ -67,6 +67,8 @@ export interface PathResult {
   entryCost?: { in: number; out: number };
   totals: Record<string, Record<SweepOutcome, number>>;
   blindSpots: BlindSpot[];
+  /** The functions the path ran through (to tell which random samples landed on it). */
+  pathFns?: string[];
 }
 
 /** A run of consecutive instructions where a strategy is not exact, with what it loses there. */
@@ -118,6 +120,8 @@ export interface EmulatorPath {
   steps: number;
   totals: Record<string, Record<SweepOutcome, number>>;
   blindSpots: BlindSpot[];
+  /** The functions the emulated path ran through (the comparison looks only at those both ran). */
+  pathFns?: string[];
 }
 
 export interface Difference {
