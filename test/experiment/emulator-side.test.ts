@@ -104,6 +104,13 @@ test('each scenario maps to the real path of the entry it takes, in the mode it 
   }
 });
 
+test('rows can be kept for some strategies only, totals for all', () => {
+  const p = emulatorPath('section', 'timer_softirq_idle', { rowStrategies: ['section'] });
+  assert.deepEqual(p.totals, pathOf('section', 'timer_softirq_idle').totals);
+  assert.ok(p.blindSpots.length > 0 && p.blindSpots.every((r) => r.strategy === 'section'));
+  assert.deepEqual(p.blindSpots, pathOf('section', 'timer_softirq_idle').blindSpots.filter((r) => r.strategy === 'section'));
+});
+
 test('the entry window covers the stub from its first instruction to its iret', () => {
   const p = emulatorPath('encoded', 'timer_softirq_idle', { window: 'entry' });
   const whole = pathOf('encoded', 'timer_softirq_idle');
