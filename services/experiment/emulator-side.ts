@@ -85,8 +85,14 @@ export function emulatedKernel(l: LayoutName): { k: KernelImage; profile: Kernel
   const layout = layoutOf(l);
   let e = kernels.get(layout);
   if (!e) {
-    const k = buildKernel({ layout });
-    // As services/cli/sweep.ts sweepKernel builds it: the profile declares the build's own layout.
+    // The encoded design is modern Linux: its stubs are in the entry section and encode rbp, and the
+    // real kernel's profile (inferred from its entry-section symbols) declares both layouts. That is
+    // the emulator's encoded_fp+section build ('all' fleets), where the section strategy steps aside
+    // (not_applicable, no finding) wherever rbp holds &pt_regs|1 instead of failing there. The only
+    // use of the declared layouts is that one (core/check/checker.ts sectionStepsAside), so the
+    // other two designs keep their own layout alone.
+    const k = buildKernel(layout === 'encoded_fp' ? { layout, profileLayouts: ['encoded_fp', 'section'] } : { layout });
+    // As services/cli/sweep.ts sweepKernel builds it: the profile declares the build's layouts.
     const profile = KernelProfile.fromKallsyms(k.kallsyms, { layouts: k.profile.layouts as EntryLayout[], buildId: k.buildId });
     e = { k, profile };
     kernels.set(layout, e);
