@@ -5,11 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  emulatedKernel, emulatorEntryCost, emulatorPath, emulatorPaths, pathToScenarios, scenarioEntries, scenarioToPath,
+  EMULATOR_STRATEGIES, emulatedKernel, emulatorEntryCost, emulatorPath, emulatorPaths, pathToScenarios, scenarioEntries, scenarioToPath,
 } from '../../services/experiment/emulator-side.ts';
 import { DESIGNS, DESIGN_STRATEGY, type EmulatorPath } from '../../services/experiment/results.ts';
 import { SCENARIOS, sweepScenario } from '../../services/emulator/sweep.ts';
 import { OPS } from '../../services/emulator/image.ts';
+import { SWEEP_STRATEGIES, sweepKernel } from '../../services/cli/sweep.ts';
 
 const paths = emulatorPaths();
 const pathOf = (design: string, scenario: string): EmulatorPath => paths.find((p) => p.layout === design && p.scenario === scenario)!;
@@ -25,6 +26,19 @@ test('one path per design and scenario, every step judged for every strategy', (
       const inRows = p.blindSpots.filter((r) => r.strategy === s).reduce((a, r) => a + r.steps, 0);
       assert.equal(inRows, sum - t.exact, `${p.layout} ${p.scenario} ${s}: rows cover the non-exact steps`);
     }
+  }
+});
+
+test('the same sweep as `stacksanity sweep`: per-layout totals are the sums of the per-scenario ones', () => {
+  assert.deepEqual([...EMULATOR_STRATEGIES], [...SWEEP_STRATEGIES]);
+  for (const d of DESIGNS) {
+    const t = sweepKernel(emulatedKernel(d).k);
+    const sum: Record<string, Record<string, number>> = {};
+    for (const p of paths.filter((x) => x.layout === d)) {
+      for (const [s, o] of Object.entries(p.totals)) for (const [k, n] of Object.entries(o)) (sum[s] ??= {})[k] = (sum[s]![k] ?? 0) + n;
+    }
+    assert.deepEqual(sum, t.totals, d);
+    assert.equal(paths.filter((x) => x.layout === d).reduce((a, p) => a + p.steps, 0), t.steps);
   }
 });
 
