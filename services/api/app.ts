@@ -451,7 +451,7 @@ export async function buildApp(d: ApiDeps): Promise<FastifyInstance> {
   });
 
   // The web pages (the trace explorer): explorer.ts.
-  await registerExplorer(app, { store, kernels, findings, readGuard, ready });
+  await registerExplorer(app, { store, kernels, findings, readGuard, ready, experimentResults: cfg.experimentResults });
 
   return app;
 }

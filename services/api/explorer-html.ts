@@ -69,6 +69,6 @@ body{padding:.6em}.hide-sm{display:none}.blk span{display:none}}
 export function page(title: string, body: string, opts: { css?: string; script?: boolean; refresh?: number } = {}): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>${esc(title)} · stacksanity</title>
 ${opts.refresh ? `<meta http-equiv="refresh" content="${opts.refresh}">` : ''}<style>${STYLE}${opts.css ?? ''}</style></head><body>
-<nav class="top" aria-label="site"><b>stacksanity</b><a href="/">overview</a><a href="/sweeps">blind spots (sweep)</a><a href="/docs">API docs</a><a href="/metrics">metrics</a></nav>
+<nav class="top" aria-label="site"><b>stacksanity</b><a href="/">overview</a><a href="/sweeps">blind spots (sweep)</a><a href="/experiment">entry designs (experiment)</a><a href="/docs">API docs</a><a href="/metrics">metrics</a></nav>
 ${body}${opts.script ? '<script src="/explorer.js" defer></script>' : ''}</body></html>`;
 }

@@ -12,6 +12,7 @@ import type { TraceStore } from '../pipeline/trace-store.ts';
 import { traceView } from '../pipeline/trace-view.ts';
 import { renderOverview, renderSweeps, type SeriesPoint, type TraceFilters } from './explorer-overview.ts';
 import { renderTracePage } from './explorer-trace.ts';
+import { readExperiment, renderExperiment } from './explorer-experiment.ts';
 import { sweepState, startSweep } from './sweep-cache.ts';
 import * as S from './schemas.ts';
 
@@ -23,6 +24,8 @@ export interface ExplorerDeps {
   readGuard: { preHandler?: preHandlerHookHandler };
   /** Throws Unavailable while Redis is down (answered 503 by the app's error handler). */
   ready: () => void;
+  /** The results file of `stacksanity experiment` (ServiceConfig.experimentResults). */
+  experimentResults: string;
 }
 
 const SERIES_HOURS = 48;
@@ -130,6 +133,20 @@ export async function registerExplorer(app: FastifyInstance, d: ExplorerDeps): P
     if (s.state === 'failed') return reply.code(500).send({ error: 'internal', message: `the sweep failed: ${s.error}` });
     reply.header('retry-after', '3');
     return reply.code(503).send({ error: 'unavailable', message: 'the sweep is being computed (once per API process); retry in a few seconds' });
+  });
+
+  app.get('/v1/experiment', {
+    schema: { summary: 'The results of `stacksanity experiment` (issue 18: three entry designs swept and sampled, and the emulator beside them); the file the /experiment page draws', tags: ['results'] },
+  }, async (_req, reply) => {
+    const f = readExperiment(d.experimentResults);
+    if (f.state === 'absent') return reply.code(404).send({ error: 'not_found', message: 'no experiment results yet: generate them with `npm run experiment`' });
+    if (f.state === 'invalid') return reply.code(500).send({ error: 'internal', message: `the experiment results file cannot be read: ${f.error}` });
+    return f.results;
+  });
+
+  app.get('/experiment', { schema: { hide: true } }, async (_req, reply) => {
+    const f = readExperiment(d.experimentResults);
+    return reply.code(f.state === 'invalid' ? 500 : 200).type(html).send(renderExperiment(f));
   });
 
   app.get('/sweeps', { schema: { hide: true } }, async (_req, reply) => {

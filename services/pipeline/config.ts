@@ -1,6 +1,7 @@
 // Service configuration from the environment. Every knob has a default that makes `npm start`
 // work on a fresh clone; docs/operations-service.md lists them with their reasons.
 import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
 
 export interface ServiceConfig {
   redisUrl: string | undefined;
@@ -44,7 +45,12 @@ export interface ServiceConfig {
   findingsMax: number;
   /** Workers use their cached set of known findings this long before asking Redis whether it changed. */
   findingsRevalidateMs: number;
+  /** The results file of `stacksanity experiment` (issue 18) that the explorer's /experiment page draws. */
+  experimentResults: string;
 }
+
+/** Where `npm run experiment` writes its results: docs/experiment/ of this checkout, whatever the cwd. */
+export const DEFAULT_EXPERIMENT_RESULTS = fileURLToPath(new URL('../../docs/experiment/results.json', import.meta.url));
 
 type Env = Record<string, string | undefined>;
 
@@ -81,6 +87,7 @@ export function loadConfig(env: Env = process.env): ServiceConfig {
     combinedMetrics: bool(env, 'STACKSANITY_COMBINED_METRICS', false),
     findingsMax: int(env, 'STACKSANITY_FINDINGS_MAX', 10000, 1),
     findingsRevalidateMs: int(env, 'STACKSANITY_FINDINGS_REVALIDATE_MS', 1000, 0),
+    experimentResults: env.STACKSANITY_EXPERIMENT_RESULTS || DEFAULT_EXPERIMENT_RESULTS,
   };
 }
 
