@@ -169,7 +169,7 @@ async function run(session: RealHostSession, o: CaptureInstantOptions, base: Ins
     const ctx = locateInterruptedContext(taken.sample, profile);
     // Let the kernel print its trace of the same instant.
     gdb.cont();
-    const block = await printedBlock(consoleText, from, log);
+    const { block, warnings } = await printedBlock(consoleText, from, log);
     await gdb.interrupt();
     if (!ctx) {
       rejected.push(`attempt ${attempt}: the sample was not on the IRQ stack over a task stack (where=${taken.where}, comm=${taken.sample.comm ?? '?'})`);
@@ -181,7 +181,7 @@ async function run(session: RealHostSession, o: CaptureInstantOptions, base: Ins
       log(rejected[rejected.length - 1]!);
       continue;
     }
-    return judge(session, base, strategy, taken, ctx, block, o, attempt, rejected);
+    return judge(session, base, strategy, taken, ctx, block, warnings, o, attempt, rejected);
   }
   const why = `no sysrq interrupt out of ${attempts} landed while the current task ran in the kernel: ${rejected.join('; ')}`;
   return { ...base, skipped: why, verdict: `not captured: ${why}`, rejected };
@@ -191,7 +191,7 @@ async function run(session: RealHostSession, o: CaptureInstantOptions, base: Ins
  * The current task's block of the sysrq 't' dump that starts after `from`: the one whose trace
  * has an <IRQ> part (every other task's stack is printed from where it was switched out).
  */
-async function printedBlock(consoleText: () => string, from: number, log: (s: string) => void): Promise<string[]> {
+async function printedBlock(consoleText: () => string, from: number, log: (s: string) => void): Promise<{ block: string[]; warnings: string[] }> {
   const t0 = Date.now();
   for (;;) {
     const text = consoleText().slice(from);
@@ -206,7 +206,9 @@ async function printedBlock(consoleText: () => string, from: number, log: (s: st
         if (/^task:/.test(l)) blocks.push([l]);
         else if (blocks.length && !l.startsWith('STACKSANITY-')) blocks[blocks.length - 1]!.push(l);
       }
-      return blocks.find((b) => b.some((l) => /^\s*<IRQ>\s*$/.test(l))) ?? [];
+      // The stock unwinder's warning is printk_deferred_once: it may land anywhere in the dump.
+      const warnings = lines.filter((l) => /WARNING: kernel stack|unwind stack type:/.test(l)).map((l) => l.trim());
+      return { block: blocks.find((b) => b.some((l) => /^\s*<IRQ>\s*$/.test(l))) ?? [], warnings };
     }
     await sleep(300);
   }
@@ -214,10 +216,11 @@ async function printedBlock(consoleText: () => string, from: number, log: (s: st
 
 function judge(
   session: RealHostSession, base: InstantCapture, strategy: StrategyName, taken: TakenSample,
-  ctx: NonNullable<ReturnType<typeof locateInterruptedContext>>, block: string[], o: CaptureInstantOptions, attempt: number, rejected: string[],
+  ctx: NonNullable<ReturnType<typeof locateInterruptedContext>>, block: string[], dumpWarnings: string[], o: CaptureInstantOptions, attempt: number, rejected: string[],
 ): InstantCapture {
   const profile = session.profile;
   const printed = parsePrintedTrace(block, profile);
+  for (const w of dumpWarnings) if (!printed.warnings.includes(w)) printed.warnings.push(w);
   const kernel = kernelBelow(printed, ctx.stubReturn);
   const interruptedFn = fnOf(profile, ctx.ip, false);
   const unwinder = unwinderOf(o.variant);
@@ -242,6 +245,7 @@ function judge(
   const { kernelReliable: _k, projectReliable: _p, ...comparison } = c;
   return {
     ...base,
+    what: `${WHAT}; ${taken.sample.comm ?? 'the task'} interrupted in kernel mode at ${profile.symbols.format(ctx.ip)}`,
     kernelTrace: kernel ? traceNames(kernel, profile) : [],
     kernelRipBlock: c.kernelRipBlock,
     kernelWarnings: printed.warnings,

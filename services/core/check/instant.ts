@@ -238,6 +238,12 @@ export interface InstantComparison {
   kernelGuesses: string[];
   /** Reliable elements both end with (counted from the end). */
   commonTail: number;
+  /**
+   * The project's reading below the stub for a sentence: its frames, and the guesses right after
+   * an interrupted RIP marked "fn?" (a frameless leaf's caller: the return address the leaf's own
+   * call pushed, which no frame-pointer walk can vouch for).
+   */
+  projectRecovered: string[];
 }
 
 /** Elements as a trace of function names: guesses "? fn", RIP blocks "RIP: fn", user regs "(user)". */
@@ -282,6 +288,17 @@ export function compareInstant(kernel: readonly TraceElement[], project: readonl
   let guessesCommon = 0;
   for (const [addr, es] of gk) guessesCommon += Math.min(es.length, gp.get(addr)?.length ?? 0);
   const marker = below(kernel).find((e) => e.kind === 'frame' && isMarker(e));
+  const projectRecovered: string[] = [];
+  let afterRegs = false;
+  for (const e of below(project)) {
+    if (isMarker(e) || e.kind === 'user') continue;
+    if (e.kind === 'guess') {
+      if (afterRegs) projectRecovered.push(`${e.fn}?`);
+      continue;
+    }
+    projectRecovered.push(e.fn);
+    afterRegs = e.kind === 'regs';
+  }
   return {
     kernelReliable, projectReliable, agree,
     kernelRipBlock: kernelReliable.some((e) => e.kind === 'regs'),
@@ -290,6 +307,7 @@ export function compareInstant(kernel: readonly TraceElement[], project: readonl
     ...(marker ? { kernelMarker: marker.text } : {}),
     guessesOnlyKernel: only(gk, gp), guessesOnlyProject: only(gp, gk), guessesCommon, commonTail,
     kernelGuesses: [...gk.values()].flat().map((e) => e.fn),
+    projectRecovered,
   };
 }
 
@@ -302,7 +320,7 @@ export function instantVerdict(c: InstantComparison, o: { strategy: string; unwi
   const marker = c.kernelMarker ? `; the kernel also prints the kernel_entry marker frame as ${c.kernelMarker}` : '';
   const guessNote = c.guessesOnlyKernel.length || c.guessesOnlyProject.length
     ? `; the \`?\` guesses differ (kernel only: ${c.guessesOnlyKernel.join(', ') || 'none'}; project only: ${c.guessesOnlyProject.join(', ') || 'none'})`
-    : ` and on all ${c.guessesCommon} \`?\` guesses`;
+    : c.guessesCommon > 0 ? ` and on all ${c.guessesCommon} \`?\` guesses` : ' (no `?` guesses on either side)';
   if (c.agree) {
     return `kernel and project (${o.strategy}) agree on all ${c.kernelReliable.length} frames below the interrupt (${names(c.kernelReliable)}${c.kernelUser ? ', then the syscall\'s user pt_regs' : ''})${guessNote}${marker}.`;
   }
@@ -316,7 +334,7 @@ export function instantVerdict(c: InstantComparison, o: { strategy: string; unwi
   if (c.kernelReliable.length > 0) k.push(`vouches for ${names(c.kernelReliable)}`);
   else k.push('vouches for nothing below it, only guesses');
   const p = c.projectReliable.length
-    ? `the project's ${o.strategy} strategy recovers ${names(c.projectReliable)}${c.projectUser ? ' to the user pt_regs' : ''}`
+    ? `the project's ${o.strategy} strategy recovers ${c.projectRecovered.join(', ')}${c.projectUser ? ' to the user pt_regs' : ''}`
     : `the project's ${o.strategy} strategy recovers nothing below the interrupt`;
   const stop = o.projectStop ? ` and stops (${o.projectStop})` : '';
   const tail = c.commonTail > 0 && c.commonTail < Math.max(c.kernelReliable.length, c.projectReliable.length)
