@@ -172,7 +172,9 @@ async function run(session: RealHostSession, o: CaptureInstantOptions, base: Ins
     const { block, warnings } = await printedBlock(consoleText, from, log);
     await gdb.interrupt();
     if (!ctx) {
-      rejected.push(`attempt ${attempt}: the sample was not on the IRQ stack over a task stack (where=${taken.where}, comm=${taken.sample.comm ?? '?'})`);
+      // Say where it was, by the plain frame-pointer walk, so that a rejected attempt can be understood.
+      const fp = unwind(taken.sample, profile, 'fp').frames.slice(0, 12).map((f) => fnOf(profile, f.ip, f.kind === 'call')).join(' < ');
+      rejected.push(`attempt ${attempt}: show_stack ran for ${taken.sample.comm ?? 'the current task'} on the ${taken.where} stack, not in an interrupt on the IRQ stack (${fp})`);
       log(rejected[rejected.length - 1]!);
       continue;
     }

@@ -321,6 +321,10 @@ export function instantVerdict(c: InstantComparison, o: { strategy: string; unwi
   const guessNote = c.guessesOnlyKernel.length || c.guessesOnlyProject.length
     ? `; the \`?\` guesses differ (kernel only: ${c.guessesOnlyKernel.join(', ') || 'none'}; project only: ${c.guessesOnlyProject.join(', ') || 'none'})`
     : c.guessesCommon > 0 ? ` and on all ${c.guessesCommon} \`?\` guesses` : ' (no `?` guesses on either side)';
+  if (c.agree && c.kernelReliable.length === 0) {
+    const why = o.projectStop ? `: both stop where the frame chain ends (${o.projectStop})` : '';
+    return `kernel and project (${o.strategy}) agree that nothing below the interrupt is reliable${why}${guessNote}${marker}.`;
+  }
   if (c.agree) {
     return `kernel and project (${o.strategy}) agree on all ${c.kernelReliable.length} frames below the interrupt (${names(c.kernelReliable)}${c.kernelUser ? ', then the syscall\'s user pt_regs' : ''})${guessNote}${marker}.`;
   }
