@@ -50,6 +50,16 @@ export interface InstantStrategyTrace {
   agree: boolean;
 }
 
+export interface ListedElement {
+  kind: TraceElement['kind'];
+  /** Hex address, absent for user pt_regs. */
+  addr?: string;
+  text: string;
+}
+
+const listed = (es: readonly TraceElement[]): ListedElement[] =>
+  es.map((e) => ({ kind: e.kind, ...(e.addr !== undefined ? { addr: formatHex64(e.addr) } : {}), text: e.text }));
+
 /** InstantResult and what it was decided on. */
 export interface InstantCapture extends InstantResult {
   buildId?: string;
@@ -62,7 +72,10 @@ export interface InstantCapture extends InstantResult {
   strategies?: InstantStrategyTrace[];
   /** The kernel's printed block for the task, as printed (the dd block of the sysrq 't' dump). */
   kernelBlock?: string[];
-  comparison?: Omit<InstantComparison, 'kernelReliable' | 'projectReliable'>;
+  /** Both listings from the stub down with exact addresses (what the traces' names stand for). */
+  kernelElements?: ListedElement[];
+  projectElements?: ListedElement[];
+  comparison?: Omit<InstantComparison, 'kernelReliable' | 'projectReliable' | 'kernelGuessAddrs'>;
 }
 
 const READY = 'STACKSANITY-INSTANT-DD';
@@ -99,14 +112,21 @@ export async function captureInstant(o: CaptureInstantOptions): Promise<InstantC
   const why = missing ? `${missing} does not exist (scripts/build-fp-kernel.sh builds it)` : ownKernelUnavailable();
   if (why) return { ...base, skipped: why, verdict: `not captured: ${why}` };
 
-  const session = await RealHostSession.open({
-    own: { kernel: o.kernel, vmlinux: o.vmlinux, ...(o.cache ? { cache: o.cache } : {}) },
-    init: INSTANT_INIT, consoleInput: true, log,
-  });
+  // A kernel that does not boot, or a dump that never comes, is this variant's result, not the end
+  // of a whole experiment run: it comes back as a capture that was not made, with the reason.
+  let session: RealHostSession | undefined;
   try {
+    session = await RealHostSession.open({
+      own: { kernel: o.kernel, vmlinux: o.vmlinux, ...(o.cache ? { cache: o.cache } : {}) },
+      init: INSTANT_INIT, consoleInput: true, log,
+    });
     return await run(session, o, base, strategy, log);
+  } catch (e) {
+    const msg = `capture failed: ${(e as Error).message}`;
+    log(msg);
+    return { ...base, skipped: msg, verdict: `not captured: ${msg}` };
   } finally {
-    session.close();
+    session?.close();
   }
 }
 
@@ -178,6 +198,11 @@ async function run(session: RealHostSession, o: CaptureInstantOptions, base: Ins
       log(rejected[rejected.length - 1]!);
       continue;
     }
+    if (taken.sample.comm !== undefined && taken.sample.comm !== 'dd') {
+      rejected.push(`attempt ${attempt}: the interrupt came in on ${taken.sample.comm}, not dd`);
+      log(rejected[rejected.length - 1]!);
+      continue;
+    }
     if ((ctx.cs & 3n) !== 0n) {
       rejected.push(`attempt ${attempt}: ${taken.sample.comm ?? 'the task'} was interrupted in user mode (cs ${formatHex64(ctx.cs)})`);
       log(rejected[rejected.length - 1]!);
@@ -235,7 +260,7 @@ function judge(
     const c = compareInstant(kernel ?? [], listing, profile);
     const stop = u.outcome === 'error' ? `${u.reason}: ${u.message}` : undefined;
     const verdict = kernel
-      ? instantVerdict(c, { strategy: s, unwinder, warnings: printed.warnings, interruptedFn, ...(stop ? { projectStop: stop } : {}) })
+      ? instantVerdict(c, { strategy: s, unwinder, warnings: printed.warnings, interruptedFn, interruptedIp: ctx.ip, ...(stop ? { projectStop: stop } : {}) })
       : 'the kernel\'s trace never printed the interrupt stub\'s return address: nothing to compare';
     traces.push({
       strategy: s, trace: traceNames(listing, profile), outcome: u.outcome, verdict, agree: kernel !== undefined && c.agree,
@@ -243,8 +268,8 @@ function judge(
     });
     if (s === strategy) main = { listing, c, u };
   }
-  const { c } = main!;
-  const { kernelReliable: _k, projectReliable: _p, ...comparison } = c;
+  const { c, listing } = main!;
+  const { kernelReliable: _k, projectReliable: _p, kernelGuessAddrs: _g, ...comparison } = c;
   return {
     ...base,
     what: `${WHAT}; ${taken.sample.comm ?? 'the task'} interrupted in kernel mode at ${profile.symbols.format(ctx.ip)}`,
@@ -262,6 +287,8 @@ function judge(
     },
     strategies: traces,
     kernelBlock: block,
+    kernelElements: listed(kernel ?? []),
+    projectElements: listed(listing),
     comparison,
   };
 }

@@ -234,8 +234,10 @@ export interface InstantComparison {
   guessesOnlyKernel: string[];
   guessesOnlyProject: string[];
   guessesCommon: number;
-  /** Every guess the kernel printed below the stub (function names). */
+  /** Every guess the kernel printed below the stub (function names, as %pB names them). */
   kernelGuesses: string[];
+  /** …and their addresses (a guess at a function's first byte is named after the function before it). */
+  kernelGuessAddrs: bigint[];
   /** Reliable elements both end with (counted from the end). */
   commonTail: number;
   /**
@@ -307,6 +309,7 @@ export function compareInstant(kernel: readonly TraceElement[], project: readonl
     ...(marker ? { kernelMarker: marker.text } : {}),
     guessesOnlyKernel: only(gk, gp), guessesOnlyProject: only(gp, gk), guessesCommon, commonTail,
     kernelGuesses: [...gk.values()].flat().map((e) => e.fn),
+    kernelGuessAddrs: [...gk.keys()],
     projectRecovered,
   };
 }
@@ -315,7 +318,7 @@ export function compareInstant(kernel: readonly TraceElement[], project: readonl
  * One sentence: where the kernel's trace and the project's (strategy) agree and where they part.
  * `interruptedFn` is the function the interrupt's pt_regs name (read from memory, not unwound).
  */
-export function instantVerdict(c: InstantComparison, o: { strategy: string; unwinder: string; warnings: readonly string[]; projectStop?: string; interruptedFn?: string }): string {
+export function instantVerdict(c: InstantComparison, o: { strategy: string; unwinder: string; warnings: readonly string[]; projectStop?: string; interruptedFn?: string; interruptedIp?: bigint }): string {
   const names = (es: readonly TraceElement[]): string => es.map((e) => e.fn).join(', ');
   const marker = c.kernelMarker ? `; the kernel also prints the kernel_entry marker frame as ${c.kernelMarker}` : '';
   const guessNote = c.guessesOnlyKernel.length || c.guessesOnlyProject.length
@@ -331,7 +334,8 @@ export function instantVerdict(c: InstantComparison, o: { strategy: string; unwi
   const k: string[] = [];
   if (o.warnings.some((w) => /bad value/.test(w))) k.push(`warns "${o.warnings.find((w) => /bad value/.test(w))!.replace(/ at \S+ in \S+/, '')}"`);
   if (!c.kernelRipBlock && o.interruptedFn) {
-    k.push(`loses the interrupted RIP (${o.interruptedFn} ${c.kernelGuesses.includes(o.interruptedFn) ? 'only as a `?` guess' : 'not printed at all'})`);
+    const guessed = o.interruptedIp !== undefined ? c.kernelGuessAddrs.includes(o.interruptedIp) : c.kernelGuesses.includes(o.interruptedFn);
+    k.push(`loses the interrupted RIP (${o.interruptedFn} ${guessed ? 'only as a `?` guess' : 'not printed at all'})`);
   }
   if (c.kernelMarker) k.push(`prints the marker frame as ${c.kernelMarker}`);
   if (!c.kernelUser && c.projectUser) k.push('never reaches the syscall\'s user pt_regs');

@@ -108,3 +108,12 @@ test('a lost RIP block: the kernel guesses, the project recovers; the leaf calle
   assert.match(v, /loses the interrupted RIP \(clear_user_rep_good only as a `\?` guess\)/);
   assert.match(v, /recovers clear_user_rep_good, read_zero\?, vfs_read to the user pt_regs/);
 });
+
+test('an interrupted RIP at a function\'s first byte is still recognised among the guesses, by address', () => {
+  // %pB names that word after the function before it (read_zero+0x0 prints as clear_user_rep_good+0x30/0x30).
+  const atStart = 0xffffffff81000130n;
+  const guess = el('guess', atStart, 'clear_user_rep_good');
+  const c = compareInstant([STUB, guess], [STUB, el('regs', atStart, 'read_zero'), USER], p);
+  const v = instantVerdict(c, { strategy: 'section', unwinder: 'stock', warnings: [], interruptedFn: 'read_zero', interruptedIp: atStart });
+  assert.match(v, /read_zero only as a `\?` guess/);
+});
