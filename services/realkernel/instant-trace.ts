@@ -11,7 +11,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
-  compareInstant, instantVerdict, kernelBelow, locateInterruptedContext, parsePrintedTrace, projectListing, traceNames, fnOf,
+  compareInstant, instantVerdict, kernelBelow, locateInterruptedContext, parsePrintedTrace, projectListing, stackWords, traceNames, fnOf,
   type InstantComparison, type TraceElement,
 } from '../core/check/instant.ts';
 import { unwind } from '../core/unwind/index.ts';
@@ -246,7 +246,7 @@ function judge(
   ctx: NonNullable<ReturnType<typeof locateInterruptedContext>>, block: string[], dumpWarnings: string[], o: CaptureInstantOptions, attempt: number, rejected: string[],
 ): InstantCapture {
   const profile = session.profile;
-  const printed = parsePrintedTrace(block, profile);
+  const printed = parsePrintedTrace(block, profile, stackWords(taken.sample));
   for (const w of dumpWarnings) if (!printed.warnings.includes(w)) printed.warnings.push(w);
   const kernel = kernelBelow(printed, ctx.stubReturn);
   const interruptedFn = fnOf(profile, ctx.ip, false);

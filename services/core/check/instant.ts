@@ -39,23 +39,45 @@ const STACK_RE = /^\s*<(\/?)([A-Z#_]+)>\s*$/;
 const WARNING_RE = /WARNING: kernel stack|unwind stack type:/;
 
 /**
- * The exact address a printed "name+0xoff/0xsize" stands for: the symbol of that name (the one of
- * that size, when static functions share a name) plus the offset. %pB prints a return address
- * that is a symbol's first byte as the previous symbol at offset == size, so this inverts it too.
+ * The exact address a printed "name+0xoff/0xsize" stands for: the symbol of that name plus the
+ * offset. %pB prints a return address that is a symbol's first byte as the previous symbol at
+ * offset == size, so this inverts it too. Static functions share names (an inline helper emitted
+ * out of line in many files: test_ti_thread_flag/0xd), and size alone may not tell them apart:
+ * `seen` says which candidate addresses the printer could have read (the stack's words): the first
+ * of the printed size among them wins; then the first of the printed size; then the first of the name.
  */
-export function printedAddress(profile: KernelProfile, name: string, off: number, size: number): bigint | undefined {
+export function printedAddress(profile: KernelProfile, name: string, off: number, size: number, seen?: ReadonlySet<bigint>): bigint | undefined {
   const t = profile.symbols;
-  let any = -1;
+  let any: bigint | undefined;
+  let sized: bigint | undefined;
   for (let i = 0; i < t.length; i++) {
     if (t.names[i] !== name) continue;
-    if (t.ends[i]! - t.starts[i]! === size) return bigFromSigned(t.starts[i]! + off);
-    if (any < 0) any = i;
+    const a = bigFromSigned(t.starts[i]! + off);
+    const fits = t.ends[i]! - t.starts[i]! === size;
+    if (fits && seen?.has(a)) return a;
+    any ??= a;
+    if (fits) sized ??= a;
   }
-  return any >= 0 ? bigFromSigned(t.starts[any]! + off) : undefined;
+  return sized ?? any;
 }
 
-/** Parses a task's block of a kernel stack dump (a sysrq 't' block, a dump_stack()). */
-export function parsePrintedTrace(lines: readonly string[], profile: KernelProfile): PrintedBlock {
+/** Every word on the sample's captured stacks: what a printed trace of that instant can name. */
+export function stackWords(sample: Sample): Set<bigint> {
+  const out = new Set<bigint>();
+  for (const st of sample.stacks) {
+    for (const w of st.windows) {
+      const dv = new DataView(w.bytes.buffer, w.bytes.byteOffset, w.bytes.byteLength);
+      for (let o = 0; o + 8 <= w.bytes.length; o += 8) out.add(dv.getBigUint64(o, true));
+    }
+  }
+  return out;
+}
+
+/**
+ * Parses a task's block of a kernel stack dump (a sysrq 't' block, a dump_stack()); `seen`: the
+ * words of the stacks it was printed from, when known (printedAddress).
+ */
+export function parsePrintedTrace(lines: readonly string[], profile: KernelProfile, seen?: ReadonlySet<bigint>): PrintedBlock {
   const out: PrintedBlock = { elements: [], warnings: [], rawDumpLines: 0 };
   let stack: string | undefined;
   for (const line of lines) {
@@ -76,13 +98,13 @@ export function parsePrintedTrace(lines: readonly string[], profile: KernelProfi
         continue;
       }
       const m = /^([\w.$]+)\+0x([0-9a-f]+)\/0x([0-9a-f]+)$/.exec(rip[2]!);
-      const addr = m ? printedAddress(profile, m[1]!, parseInt(m[2]!, 16), parseInt(m[3]!, 16)) : undefined;
+      const addr = m ? printedAddress(profile, m[1]!, parseInt(m[2]!, 16), parseInt(m[3]!, 16), seen) : undefined;
       out.elements.push({ e: { kind: 'regs', ...(addr !== undefined ? { addr } : {}), fn: m ? m[1]! : rip[2]!, text: rip[2]! }, stack });
       continue;
     }
     const f = FRAME_RE.exec(line);
     if (f) {
-      const addr = printedAddress(profile, f[2]!, parseInt(f[3]!, 16), parseInt(f[4]!, 16));
+      const addr = printedAddress(profile, f[2]!, parseInt(f[3]!, 16), parseInt(f[4]!, 16), seen);
       const text = `${f[2]}+0x${f[3]}/0x${f[4]}`;
       const fn = addr !== undefined ? fnOf(profile, addr, true) : f[2]!;
       out.elements.push({ e: { kind: f[1] ? 'guess' : 'frame', ...(addr !== undefined ? { addr } : {}), fn, text }, stack });

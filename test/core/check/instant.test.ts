@@ -17,6 +17,9 @@ const KALLSYMS = [
   'ffffffff8100039b T common_interrupt',
   'ffffffff81000428 T dup_name',
   'ffffffff81000440 T dup_name',
+  'ffffffff81000480 t twin',
+  'ffffffff81000490 t twin',
+  'ffffffff810004a0 T after_twins',
   'ffffffff81000500 T _etext',
   'ffffffff81200000 T __entry_text_start',
   'ffffffff81200100 T __irqentry_text_start',
@@ -32,8 +35,12 @@ const p = KernelProfile.fromKallsyms(KALLSYMS);
 test('a printed sym+off/size is start(sym) + off; off == size is the first byte of the next symbol', () => {
   assert.equal(printedAddress(p, 'vfs_read', 0x90, 0x13b), 0xffffffff810001c9n + 0x90n);
   assert.equal(printedAddress(p, 'xen_error_entry', 0x50, 0x50), 0xffffffff812001a0n);
-  // Two static functions of one name: the size picks the one meant.
-  assert.equal(printedAddress(p, 'dup_name', 4, 0xc0), 0xffffffff81000444n);
+  // Two static functions of one name: the size picks the one meant…
+  assert.equal(printedAddress(p, 'dup_name', 4, 0x40), 0xffffffff81000444n);
+  assert.equal(printedAddress(p, 'dup_name', 4, 0x40, new Set([0xffffffff8100042cn])), 0xffffffff81000444n);
+  // …and where both have that size, the one whose address is on the stack the trace was printed from.
+  assert.equal(printedAddress(p, 'twin', 0x10, 0x10), 0xffffffff81000490n);
+  assert.equal(printedAddress(p, 'twin', 0x10, 0x10, new Set([0xffffffff810004a0n])), 0xffffffff810004a0n);
   assert.equal(printedAddress(p, 'no_such', 0, 1), undefined);
 });
 
