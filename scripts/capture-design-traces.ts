@@ -4,8 +4,9 @@
 //                    of its time in the kernel, clearing the user buffer): show_stack() of the
 //                    current task runs in the 8250 interrupt handler, so dd's trace crosses an
 //                    interrupt taken in kernel mode — the case the three entry designs differ on.
-//                    (sysrq 'l', the usual choice, exists only with CONFIG_SMP, which the small
-//                    config lacks);
+//                    (sysrq 'l', the usual choice, would on the guest's one CPU only call
+//                    dump_stack() in the same interrupt: nmi_trigger_cpumask_backtrace sends
+//                    no NMI to itself);
 //   - sysrq-syscall: `echo t > /proc/sysrq-trigger`: the writing shell's trace from a syscall;
 //   - proc-stack:    /proc/PID/stack of a busy user-mode loop while it is preempted (a timer
 //                    interrupt taken in user mode);

@@ -57,11 +57,12 @@ const KERNEL_RUNS_INIT = 'Run /init as init process';
 const INIT_ALLOWANCE_MS = 240_000;
 
 /**
- * /init: mounts, optionally dumps /proc/kallsyms to the second serial port (the package's
- * System.map is a stub), then loops over a workload that makes syscalls, page faults, process
- * spawns and pipes, with timer IRQs and softirqs underneath.
+ * An /init: mounts, optionally dumps /proc/kallsyms to the second serial port (the package's
+ * System.map is a stub), reports ready, then runs `workload` (shell lines). Every guest the session
+ * boots needs the dump and the marker; only the workload differs.
  */
-export const INIT_SCRIPT = `#!/bin/busybox sh
+export function initScript(workload: string): string {
+  return `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -72,13 +73,20 @@ if grep -q stacksanity.kallsyms /proc/cmdline; then
   echo "${KALLSYMS_END}" > /dev/ttyS1
 fi
 echo ${INIT_READY}
-while true; do
+${workload}`;
+}
+
+/**
+ * The sampling workload: loops making syscalls, page faults, process spawns and pipes, with timer
+ * IRQs and softirqs underneath.
+ */
+export const INIT_SCRIPT = initScript(`while true; do
   ls -R / > /dev/null 2>&1
   cat /proc/self/status > /dev/null
   echo x | md5sum > /dev/null
   find /sys/kernel -name 'k*' > /dev/null 2>&1
 done
-`;
+`);
 
 /** A gzip'd newc initramfs: a static busybox and `init` (the project's sampling workload by default). */
 export function buildInitramfs(busyboxPath: string, init = INIT_SCRIPT): Uint8Array {
@@ -113,6 +121,8 @@ export interface Guest {
   dir: string;
   consoleLog: string;
   kallsymsFile: string;
+  /** Writes to the serial console (only with LaunchOptions.consoleInput; "\x01b" is a break). */
+  type(s: string): void;
   stop(): void;
 }
 
@@ -130,6 +140,10 @@ export interface LaunchOptions {
   initTimeoutMs?: number;
   /** Turns a failed boot (QEMU exited, or /init never ran) and its console into the error message. */
   diagnose?: (failure: BootFailure) => string;
+  /** The initramfs' /init (default INIT_SCRIPT); build it with initScript() so the kallsyms dump and the ready marker stay. */
+  init?: string;
+  /** Let the host type on the console (Guest.type): for sysrq from a serial break. */
+  consoleInput?: boolean;
 }
 
 export interface BootFailure {
@@ -154,7 +168,7 @@ function defaultDiagnosis(f: BootFailure): string {
 export async function launchGuest(o: LaunchOptions): Promise<Guest> {
   mkdirSync(o.dir, { recursive: true });
   const initrd = join(o.dir, 'initrd.cpio.gz');
-  writeFileSync(initrd, buildInitramfs(o.files.busybox));
+  writeFileSync(initrd, buildInitramfs(o.files.busybox, o.init));
   const consoleLog = join(o.dir, 'console.log');
   const kallsymsFile = join(o.dir, 'kallsyms.raw');
   writeFileSync(consoleLog, '');
@@ -164,16 +178,27 @@ export async function launchGuest(o: LaunchOptions): Promise<Guest> {
   const args = [
     '-accel', 'tcg', '-cpu', 'qemu64', '-m', String(o.memMiB ?? 512), '-smp', '1',
     '-display', 'none', '-monitor', 'none', '-no-reboot',
-    '-serial', `file:${consoleLog}`, '-serial', `file:${kallsymsFile}`,
+    // With input, the console is QEMU's stdin/stdout through a mux (Ctrl-A b sends a serial break,
+    // as with -nographic), logged to the same file; stdout itself is discarded.
+    ...(o.consoleInput
+      ? ['-chardev', `stdio,id=con0,mux=on,signal=off,logfile=${consoleLog}`, '-serial', 'chardev:con0']
+      : ['-serial', `file:${consoleLog}`]),
+    '-serial', `file:${kallsymsFile}`,
     '-kernel', o.files.image, '-initrd', initrd, '-append', append,
     '-gdb', `tcp:127.0.0.1:${port}`,
     ...(o.qemuArgs ?? []),
   ];
-  const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn('qemu-system-x86_64', args, { stdio: [o.consoleInput ? 'pipe' : 'ignore', 'ignore', 'pipe'] });
+  // A write after QEMU died must not become an unhandled 'error' event.
+  proc.stdin?.on('error', () => {});
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const guest: Guest = {
     proc, port, dir: o.dir, consoleLog, kallsymsFile,
+    type: (s: string) => {
+      if (!proc.stdin) throw new Error('the guest was launched without console input (LaunchOptions.consoleInput)');
+      proc.stdin.write(s);
+    },
     stop: () => {
       if (proc.exitCode === null) proc.kill('SIGKILL');
     },

@@ -20,6 +20,10 @@ export interface SessionOptions {
   qemuArgs?: string[];
   /** Boot the user's own kernel (own-kernel.ts) instead of Debian's from the cache. */
   own?: OwnKernelOptions;
+  /** Another /init for the guest (guest.ts initScript(); default: the sampling workload). */
+  init?: string;
+  /** Let the host type on the guest's serial console (Guest.type). */
+  consoleInput?: boolean;
 }
 
 export class RealHostSession {
@@ -59,6 +63,8 @@ export class RealHostSession {
       guest = await launchGuest({
         files, dumpKallsyms: kallsyms === undefined, dir: workdir,
         ...(o.qemuArgs ? { qemuArgs: o.qemuArgs } : {}),
+        ...(o.init !== undefined ? { init: o.init } : {}),
+        ...(o.consoleInput ? { consoleInput: true } : {}),
         ...(o.own ? { initTimeoutMs: bootTimeoutOf(o.own), diagnose: (f: BootFailure) => diagnoseBoot(files.image, f), ...(o.own.append ? { append: o.own.append } : {}) } : {}),
       });
     } catch (e) {
