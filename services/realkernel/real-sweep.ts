@@ -16,7 +16,7 @@ import { decodeInsn, type Insn } from '../core/x86/insn.ts';
 import { classify, type BlindSpotTable, type Outcome, type StepResult, type TableRow } from '../emulator/sweep.ts';
 import { symbolAddresses } from './kernel.ts';
 import { ShadowStack, type CpuState, type EntryContext, type ReplacedReturn } from './shadow-stack.ts';
-import type { SweepTarget } from './sweep-target.ts';
+import { DESIGN_STRATEGY, type SweepTarget } from './sweep-target.ts';
 
 export const SWEEP_ENTRIES = {
   timer: { stub: 'asm_sysvec_apic_timer_interrupt', type: 'timer' },
@@ -146,17 +146,28 @@ function where(profile: KernelProfile, ip: bigint): { fn: string; offset: number
  * from the interrupted registers to a proper end and they all agree (undefined otherwise). On a
  * frame-pointer kernel the interrupted ip must also not sit in a prologue or at a return: there
  * all frame-pointer walks lose the same caller and would agree on a wrong chain.
+ * A frame-pointer kernel of a known entry design asks less: the strategy that reads the design
+ * must end properly, and every other strategy that ends properly must agree with it. The others
+ * cannot cross a kernel-mode entry of a design they do not read (encoded_fp and fp stop at the
+ * section design's rbp = 0; encoded_fp and section refuse the kernel_entry frame), so "all agree"
+ * would only accept interrupted contexts that crossed no entry; where no entry was crossed, fp and
+ * the rest still check the chain.
  */
 async function baseChain(t: SweepTarget, code: CodeCache, at: Sample, ip: bigint, sp: bigint, cs: bigint, flags: bigint): Promise<TruthFrame[] | undefined> {
   const regs = { ...at.regs!, ip, sp, cs, flags };
   const s: Sample = { ...at, regs };
   const check = checkSample(s, t.profile, t.strategies);
+  const own = t.unwinder === 'frame_pointer' && t.design ? DESIGN_STRATEGY[t.design] : undefined;
+  if (own !== undefined && !check.results.some((r) => r.strategy === own && r.verdict !== 'not_applicable')) return undefined;
   let agreed: bigint[] | undefined;
   let frames: TruthFrame[] = [];
   for (const r of check.results) {
     if (r.verdict === 'not_applicable') continue;
     const u = r.unwind;
-    if (u.outcome === 'error' || u.outcome === 'depth_limit') return undefined;
+    if (u.outcome === 'error' || u.outcome === 'depth_limit') {
+      if (own === undefined || r.strategy === own) return undefined;
+      continue;
+    }
     const ips = u.frames.map((f) => f.ip);
     if (agreed && (agreed.length !== ips.length || agreed.some((x, i) => x !== ips[i]))) return undefined;
     agreed = ips;
@@ -301,7 +312,11 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
   if (!ctx || !s0) throw new Error(`no ${entry} entry from ${from} mode that fits in ${maxHits} breakpoint hits (${hitsSkipped} skipped)`);
 
   // 2. Step to the end, sampling every instruction.
-  const shadow = new ShadowStack(ctx, { tolerance: t.unwinder === 'frame_pointer' ? 'encoded_fp' : 'orc', inEntryCode });
+  const kernelEntry = symbolAddresses(t.kallsyms, ['kernel_entry']).get('kernel_entry');
+  const shadow = new ShadowStack(ctx, {
+    tolerance: t.unwinder === 'frame_pointer' ? 'encoded_fp' : 'orc', inEntryCode,
+    ...(t.design ? { design: t.design } : {}), ...(kernelEntry !== undefined ? { kernelEntry } : {}),
+  });
   const steps: SweepStepRecord[] = [];
   const maxSteps = o.maxSteps ?? 200_000;
   let sample = s0;
