@@ -97,6 +97,9 @@ export interface SweepOptions {
   trace?: (line: string) => void;
 }
 
+/** Entries the guest takes at moments of its own choosing (not at an instruction of the workload). */
+const ASYNC_ENTRIES: ReadonlySet<SweepEntryName> = new Set(['timer', 'irq', 'nmi']);
+
 const hex = (v: bigint): string => BigInt.asUintN(64, v).toString(16);
 
 /** Code bytes by address: kernel text does not change while the guest is stopped. */
@@ -241,6 +244,16 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
         // Continuing at a breakpoint hits it again at once: step off it with the breakpoint out.
         await gdb.hwBreakpoint(stubAddr, false);
         await gdb.step();
+        if (ASYNC_ENTRIES.has(entry)) {
+          // After a stop at an interrupt stub the next timer tick is already due when the guest
+          // resumes (QEMU's icount clock; seen on the 6.1 FP kernels: every later hit lands at
+          // the sti in handle_softirqs, one jiffy apart), so hits taken back to back all
+          // interrupt the same softirq loop. A short free run lets the guest go back to its
+          // workload before the next hit is taken.
+          gdb.cont();
+          await new Promise((r) => setTimeout(r, 20 + Math.floor(Math.random() * 80)));
+          await gdb.interrupt();
+        }
         await gdb.hwBreakpoint(stubAddr, true);
       }
       if (entry === 'nmi') await gdb.monitor('nmi');
@@ -281,7 +294,11 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
         sp = u64(words, err + 3);
         hwFrame = { at: regs.sp! + BigInt(err * 8), ip, cs, flags, sp, ss: u64(words, err + 4), ...(err ? { errorCode: u64(words, 0) } : {}) };
         // pt_regs end with the hardware frame: ip is at offset 128 (after r15..r8, bp, bx, ax..di, orig_ax).
-        ptRegs = [hwFrame.at - 128n];
+        // Except the NMI's from kernel mode: asm_exc_nmi keeps the CPU's frame at the IST top and
+        // builds pt_regs below its scratch word, "NMI executing" flag and the "iret" and
+        // "outermost" copies of that frame (entry_64.S's diagram), so they end 136 bytes lower:
+        // at the NMI stack's top - 264.
+        ptRegs = [entry === 'nmi' ? hwFrame.at + 40n - 264n : hwFrame.at - 128n];
       }
       const user = (cs & 3n) !== 0n;
       if ((from === 'user') !== user) {
@@ -515,4 +532,55 @@ export function sweepFindings(sweeps: readonly EntrySweep[], profile: KernelProf
     }
   }
   return tally.list();
+}
+
+// --- the cost of an entry ----------------------------------------------------------------------------
+
+export interface EntryCost {
+  /** Entry-code instructions from the stub's first instruction up to the C handler's first (the call included). */
+  in: number;
+  /** Entry-code instructions after the handler returned, up to and including the iret or sysret. */
+  out: number;
+  /** The C function the stub called with pt_regs (the first call from the stub itself into ordinary text). */
+  handler: string;
+  /** Instructions the path ran outside entry code before the handler (sync_regs from user mode), not counted in `in`. */
+  outsideBefore: number;
+}
+
+/**
+ * The instructions an entry path ran in entry code (.entry.text) on its way in and out, counted
+ * from the sweep's own steps: every step is one executed instruction, and the shadow depth says
+ * which frame ran it. The handler is the first call the stub makes at depth 0 whose target is not
+ * entry code (error_entry and paranoid_entry are, and are counted); its return is the next step back
+ * at depth 0. Instructions of C functions that entry code calls before the handler (sync_regs
+ * from user mode) are reported apart, as patches/kernel/README.md's static counts leave them out.
+ * Undefined when the sweep never reached or never came back from the handler.
+ */
+export function entryCostOf(sw: EntrySweep): EntryCost | undefined {
+  const st = sw.steps;
+  let h = -1;
+  for (let i = 0; i + 1 < st.length; i++) {
+    if (st[i]!.op === 'call' && st[i]!.depth === 0 && st[i + 1]!.depth === 1 && !st[i + 1]!.inEntryCode) {
+      h = i + 1;
+      break;
+    }
+  }
+  if (h < 0) return undefined;
+  let back = -1;
+  for (let j = h + 1; j < st.length; j++) {
+    if (st[j]!.depth === 0) {
+      back = j;
+      break;
+    }
+  }
+  if (back < 0) return undefined;
+  let inN = 0;
+  let outside = 0;
+  for (let i = 0; i < h; i++) {
+    if (st[i]!.inEntryCode) inN++;
+    else outside++;
+  }
+  let outN = 0;
+  for (let j = back; j < st.length; j++) if (st[j]!.inEntryCode) outN++;
+  return { in: inN, out: outN, handler: st[h]!.fn, outsideBefore: outside };
 }
