@@ -257,6 +257,14 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
         await gdb.hwBreakpoint(stubAddr, true);
       }
       if (entry === 'nmi') await gdb.monitor('nmi');
+      // A device interrupt: the busybox workload raises none, so the host sends a break on the
+      // console's serial line (QEMU names the first -serial chardev serial0): the 16550 sets
+      // LSR.BI and raises IRQ 4 (the 8250 driver enables the line-status interrupt while the
+      // console is open), which the IO-APIC delivers through asm_common_interrupt when the guest
+      // resumes. A break carries no character; with no controlling tty on /dev/console it signals
+      // nobody, and sysrq would only act on a character following it. (`sendkey` through the
+      // i8042, IRQ 1, raised the first interrupt and then none within 60 s.)
+      if (entry === 'irq') await gdb.monitor('chardev-send-break serial0');
       gdb.cont();
       let stop: string;
       try {
@@ -285,7 +293,9 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
           continue;
         }
       } else {
-        const err = entry === 'page_fault' ? 1 : 0;
+        // A page fault's error code, or a device IRQ's vector: irq_entries_start's per-vector stub
+        // pushes it in the error code's slot and jumps to asm_common_interrupt, where the breakpoint is.
+        const err = entry === 'page_fault' || entry === 'irq' ? 1 : 0;
         const words = await gdb.readMemory(regs.sp!, (5 + err) * 8);
         if (words.length < (5 + err) * 8) throw new Error(`cannot read the hardware frame at ${hex(regs.sp!)}`);
         ip = u64(words, err);
