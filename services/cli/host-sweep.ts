@@ -6,8 +6,8 @@
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { formatBlindSpots } from '../emulator/sweep.ts';
-import { blindSpotTable, scenarioName, sweepEntry, sweepFindings, SWEEP_ENTRIES, type EntrySweep, type FromMode, type SweepEntryName } from '../realkernel/real-sweep.ts';
-import { openSweepTarget } from '../realkernel/sweep-target.ts';
+import { blindSpotTable, entryCostOf, scenarioName, sweepEntry, sweepFindings, SWEEP_ENTRIES, type EntrySweep, type FromMode, type SweepEntryName } from '../realkernel/real-sweep.ts';
+import { DESIGN_STRATEGY, openSweepTarget } from '../realkernel/sweep-target.ts';
 import type { Io } from './check.ts';
 
 export const SWEEP_USAGE = 'usage: stacksanity host qemu --sweep ENTRY [--from user|kernel|both] [--kernel BZIMAGE --vmlinux FILE] [--json FILE] [--max-steps N] [--trace FILE]\n'
@@ -70,9 +70,12 @@ export async function runHostSweep(args: string[], io: Io): Promise<number> {
       const trace = o.trace ? (line: string): void => appendFileSync(o.trace!, `${entry}_from_${from} ${line}\n`) : undefined;
       const sw = await sweepEntry(target, entry, from, { ...(maxSteps !== undefined ? { maxSteps } : {}), log, ...(trace ? { trace } : {}) });
       sweeps.push(sw);
+      const cost = entryCostOf(sw);
+      if (cost) log(`${scenarioName(sw)}: entry code ran ${cost.in} instructions on the way in (to ${cost.handler}${cost.outsideBefore ? `; ${cost.outsideBefore} more outside entry code before it` : ''}), ${cost.out} on the way out`);
       log(`${scenarioName(sw)}: ${sw.steps.length} steps (${sw.calls} calls, ${sw.rets} rets, ${sw.repeats} rep iterations), interrupted ${sw.interrupted.user ? 'user' : 'kernel'} ip ${sw.interrupted.ip.toString(16)}, ${sw.returned ? 'returned to it' : `did NOT return within the step limit (shadow depth ${sw.finalDepth})`}; ${(sw.steps.length / (sw.ms / 1000)).toFixed(0)} steps/s; ${sw.hitsSkipped} breakpoint hits skipped`);
     }
-    const layout = target.unwinder === 'orc' ? 'orc' : 'encoded_fp';
+    // The entry layout the kernel's own code has (sweep-target.ts read it): the strategy that reads it.
+    const layout = target.unwinder === 'orc' ? 'orc' : target.design ? DESIGN_STRATEGY[target.design] : 'encoded_fp';
     const table = blindSpotTable(sweeps, target.profile, layout, target.buildId);
     const findings = sweepFindings(sweeps, target.profile);
     io.out(`single-step sweep on a real kernel: ${sweeps.map(scenarioName).join(', ')}\n`);

@@ -16,7 +16,7 @@ import { decodeInsn, type Insn } from '../core/x86/insn.ts';
 import { classify, type BlindSpotTable, type Outcome, type StepResult, type TableRow } from '../emulator/sweep.ts';
 import { symbolAddresses } from './kernel.ts';
 import { ShadowStack, type CpuState, type EntryContext, type ReplacedReturn } from './shadow-stack.ts';
-import type { SweepTarget } from './sweep-target.ts';
+import { DESIGN_STRATEGY, type SweepTarget } from './sweep-target.ts';
 
 export const SWEEP_ENTRIES = {
   timer: { stub: 'asm_sysvec_apic_timer_interrupt', type: 'timer' },
@@ -97,6 +97,9 @@ export interface SweepOptions {
   trace?: (line: string) => void;
 }
 
+/** Entries the guest takes at moments of its own choosing (not at an instruction of the workload). */
+const ASYNC_ENTRIES: ReadonlySet<SweepEntryName> = new Set(['timer', 'irq', 'nmi']);
+
 const hex = (v: bigint): string => BigInt.asUintN(64, v).toString(16);
 
 /** Code bytes by address: kernel text does not change while the guest is stopped. */
@@ -146,17 +149,28 @@ function where(profile: KernelProfile, ip: bigint): { fn: string; offset: number
  * from the interrupted registers to a proper end and they all agree (undefined otherwise). On a
  * frame-pointer kernel the interrupted ip must also not sit in a prologue or at a return: there
  * all frame-pointer walks lose the same caller and would agree on a wrong chain.
+ * A frame-pointer kernel of a known entry design asks less: the strategy that reads the design
+ * must end properly, and every other strategy that ends properly must agree with it. The others
+ * cannot cross a kernel-mode entry of a design they do not read (encoded_fp and fp stop at the
+ * section design's rbp = 0; encoded_fp and section refuse the kernel_entry frame), so "all agree"
+ * would only accept interrupted contexts that crossed no entry; where no entry was crossed, fp and
+ * the rest still check the chain.
  */
 async function baseChain(t: SweepTarget, code: CodeCache, at: Sample, ip: bigint, sp: bigint, cs: bigint, flags: bigint): Promise<TruthFrame[] | undefined> {
   const regs = { ...at.regs!, ip, sp, cs, flags };
   const s: Sample = { ...at, regs };
   const check = checkSample(s, t.profile, t.strategies);
+  const own = t.unwinder === 'frame_pointer' && t.design ? DESIGN_STRATEGY[t.design] : undefined;
+  if (own !== undefined && !check.results.some((r) => r.strategy === own && r.verdict !== 'not_applicable')) return undefined;
   let agreed: bigint[] | undefined;
   let frames: TruthFrame[] = [];
   for (const r of check.results) {
     if (r.verdict === 'not_applicable') continue;
     const u = r.unwind;
-    if (u.outcome === 'error' || u.outcome === 'depth_limit') return undefined;
+    if (u.outcome === 'error' || u.outcome === 'depth_limit') {
+      if (own === undefined || r.strategy === own) return undefined;
+      continue;
+    }
     const ips = u.frames.map((f) => f.ip);
     if (agreed && (agreed.length !== ips.length || agreed.some((x, i) => x !== ips[i]))) return undefined;
     agreed = ips;
@@ -230,9 +244,27 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
         // Continuing at a breakpoint hits it again at once: step off it with the breakpoint out.
         await gdb.hwBreakpoint(stubAddr, false);
         await gdb.step();
+        if (ASYNC_ENTRIES.has(entry)) {
+          // After a stop at an interrupt stub the next timer tick is already due when the guest
+          // resumes (QEMU's icount clock; seen on the 6.1 FP kernels: every later hit lands at
+          // the sti in handle_softirqs, one jiffy apart), so hits taken back to back all
+          // interrupt the same softirq loop. A short free run lets the guest go back to its
+          // workload before the next hit is taken.
+          gdb.cont();
+          await new Promise((r) => setTimeout(r, 20 + Math.floor(Math.random() * 80)));
+          await gdb.interrupt();
+        }
         await gdb.hwBreakpoint(stubAddr, true);
       }
       if (entry === 'nmi') await gdb.monitor('nmi');
+      // A device interrupt: the busybox workload raises none, so the host sends a break on the
+      // console's serial line (QEMU names the first -serial chardev serial0): the 16550 sets
+      // LSR.BI and raises IRQ 4 (the 8250 driver enables the line-status interrupt while the
+      // console is open), which the IO-APIC delivers through asm_common_interrupt when the guest
+      // resumes. A break carries no character; with no controlling tty on /dev/console it signals
+      // nobody, and sysrq would only act on a character following it. (`sendkey` through the
+      // i8042, IRQ 1, raised the first interrupt and then none within 60 s.)
+      if (entry === 'irq') await gdb.monitor('chardev-send-break serial0');
       gdb.cont();
       let stop: string;
       try {
@@ -261,7 +293,9 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
           continue;
         }
       } else {
-        const err = entry === 'page_fault' ? 1 : 0;
+        // A page fault's error code, or a device IRQ's vector: irq_entries_start's per-vector stub
+        // pushes it in the error code's slot and jumps to asm_common_interrupt, where the breakpoint is.
+        const err = entry === 'page_fault' || entry === 'irq' ? 1 : 0;
         const words = await gdb.readMemory(regs.sp!, (5 + err) * 8);
         if (words.length < (5 + err) * 8) throw new Error(`cannot read the hardware frame at ${hex(regs.sp!)}`);
         ip = u64(words, err);
@@ -270,7 +304,11 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
         sp = u64(words, err + 3);
         hwFrame = { at: regs.sp! + BigInt(err * 8), ip, cs, flags, sp, ss: u64(words, err + 4), ...(err ? { errorCode: u64(words, 0) } : {}) };
         // pt_regs end with the hardware frame: ip is at offset 128 (after r15..r8, bp, bx, ax..di, orig_ax).
-        ptRegs = [hwFrame.at - 128n];
+        // Except the NMI's from kernel mode: asm_exc_nmi keeps the CPU's frame at the IST top and
+        // builds pt_regs below its scratch word, "NMI executing" flag and the "iret" and
+        // "outermost" copies of that frame (entry_64.S's diagram), so they end 136 bytes lower:
+        // at the NMI stack's top - 264.
+        ptRegs = [entry === 'nmi' ? hwFrame.at + 40n - 264n : hwFrame.at - 128n];
       }
       const user = (cs & 3n) !== 0n;
       if ((from === 'user') !== user) {
@@ -301,7 +339,11 @@ async function sweepOnce(t: SweepTarget, entry: SweepEntryName, from: FromMode, 
   if (!ctx || !s0) throw new Error(`no ${entry} entry from ${from} mode that fits in ${maxHits} breakpoint hits (${hitsSkipped} skipped)`);
 
   // 2. Step to the end, sampling every instruction.
-  const shadow = new ShadowStack(ctx, { tolerance: t.unwinder === 'frame_pointer' ? 'encoded_fp' : 'orc', inEntryCode });
+  const kernelEntry = symbolAddresses(t.kallsyms, ['kernel_entry']).get('kernel_entry');
+  const shadow = new ShadowStack(ctx, {
+    tolerance: t.unwinder === 'frame_pointer' ? 'encoded_fp' : 'orc', inEntryCode,
+    ...(t.design ? { design: t.design } : {}), ...(kernelEntry !== undefined ? { kernelEntry } : {}),
+  });
   const steps: SweepStepRecord[] = [];
   const maxSteps = o.maxSteps ?? 200_000;
   let sample = s0;
@@ -500,4 +542,55 @@ export function sweepFindings(sweeps: readonly EntrySweep[], profile: KernelProf
     }
   }
   return tally.list();
+}
+
+// --- the cost of an entry ----------------------------------------------------------------------------
+
+export interface EntryCost {
+  /** Entry-code instructions from the stub's first instruction up to the C handler's first (the call included). */
+  in: number;
+  /** Entry-code instructions after the handler returned, up to and including the iret or sysret. */
+  out: number;
+  /** The C function the stub called with pt_regs (the first call from the stub itself into ordinary text). */
+  handler: string;
+  /** Instructions the path ran outside entry code before the handler (sync_regs from user mode), not counted in `in`. */
+  outsideBefore: number;
+}
+
+/**
+ * The instructions an entry path ran in entry code (.entry.text) on its way in and out, counted
+ * from the sweep's own steps: every step is one executed instruction, and the shadow depth says
+ * which frame ran it. The handler is the first call the stub makes at depth 0 whose target is not
+ * entry code (error_entry and paranoid_entry are, and are counted); its return is the next step back
+ * at depth 0. Instructions of C functions that entry code calls before the handler (sync_regs
+ * from user mode) are reported apart, as patches/kernel/README.md's static counts leave them out.
+ * Undefined when the sweep never reached or never came back from the handler.
+ */
+export function entryCostOf(sw: EntrySweep): EntryCost | undefined {
+  const st = sw.steps;
+  let h = -1;
+  for (let i = 0; i + 1 < st.length; i++) {
+    if (st[i]!.op === 'call' && st[i]!.depth === 0 && st[i + 1]!.depth === 1 && !st[i + 1]!.inEntryCode) {
+      h = i + 1;
+      break;
+    }
+  }
+  if (h < 0) return undefined;
+  let back = -1;
+  for (let j = h + 1; j < st.length; j++) {
+    if (st[j]!.depth === 0) {
+      back = j;
+      break;
+    }
+  }
+  if (back < 0) return undefined;
+  let inN = 0;
+  let outside = 0;
+  for (let i = 0; i < h; i++) {
+    if (st[i]!.inEntryCode) inN++;
+    else outside++;
+  }
+  let outN = 0;
+  for (let j = back; j < st.length; j++) if (st[j]!.inEntryCode) outN++;
+  return { in: inN, out: outN, handler: st[h]!.fn, outsideBefore: outside };
 }

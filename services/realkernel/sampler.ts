@@ -14,8 +14,15 @@ export const SAMPLER_SYMBOLS = ['__per_cpu_offset', 'cpu_current_top_of_stack', 
 
 /** task_struct.pid of this build (from its -dbg DWARF, reference/real-kernel.md caveat 7): used only when comm sits where that build has it. */
 const KNOWN_LAYOUT = { comm: 0xba0, pid: 0x970 };
-/** struct x86_hw_tss { u32 reserved1; u64 sp0; ... } __packed */
+/** struct x86_hw_tss { u32 reserved1; u64 sp0; u64 sp1; u64 sp2; u64 reserved2; u64 ist[7]; ... } __packed */
 const TSS_SP0 = 4;
+const TSS_IST = 36;
+/**
+ * The IST stacks by their TSS slot (arch/x86/include/asm/page_64_types.h: IST_INDEX_DF 0, NMI 1,
+ * DB 2, MCE 3): ist[n] holds the top of that stack in the CPU's cpu_entry_area (CEA_ESTACK_TOP),
+ * which is where the CPU pushes the hardware frame.
+ */
+const IST_SLOTS: readonly [StackType, number][] = [['df', 0], ['nmi', 1], ['db', 2], ['mce', 3]];
 const THREAD_SIZE = stackSize('task');
 const VMALLOC_START = 0xffffc90000000000n;
 const KERNEL_HALF = 0xffff800000000000n;
@@ -78,7 +85,7 @@ export class Sampler {
    * sweep: nothing else runs between two steps, so only the stepped code can move them).
    */
   keepBounds = false;
-  private bounds: { top: bigint | undefined; irqTop: bigint | undefined; sp0: bigint | undefined } | undefined;
+  private bounds: Bounds | undefined;
   private readonly rand: () => number;
   private perCpuBase: bigint | undefined;
   private commOffset: number | undefined;
@@ -183,18 +190,49 @@ export class Sampler {
     const threadSize = BigInt(THREAD_SIZE);
     let b = this.keepBounds ? this.bounds : undefined;
     // Kept bounds serve only while rsp is on one of those stacks (a task switch moves it elsewhere).
-    if (b && !(inRange(rsp, b.top, threadSize) || inRange(rsp, b.irqTop, irqSize) || inRange(rsp, b.sp0, BigInt(PAGE_SIZE)))) b = undefined;
+    if (b && !(inRange(rsp, b.top, threadSize) || inRange(rsp, b.irqTop, irqSize) || inRange(rsp, b.sp0, BigInt(PAGE_SIZE)) || b.ist.some(([t, top]) => inRange(rsp, top, BigInt(stackSize(t)))))) b = undefined;
     if (!b) {
       const irqPtr = await this.perCpu('hardirq_stack_ptr');
       const tss = this.syms.get('cpu_tss_rw');
+      const tssAt = tss !== undefined && this.perCpuBase !== undefined ? this.perCpuBase + tss : undefined;
+      const ist: [StackType, bigint][] = [];
+      if (tssAt !== undefined) {
+        const words = await this.gdb.readMemory(tssAt + BigInt(TSS_IST), 4 * 8);
+        for (const [type, slot] of IST_SLOTS) {
+          if (words.length < (slot + 1) * 8) continue;
+          const top = new DataView(words.buffer, words.byteOffset + slot * 8, 8).getBigUint64(0, true);
+          // An unused slot is 0; a used one points into the cpu_entry_area.
+          if (top > CPU_ENTRY_AREA && top <= CPU_ENTRY_AREA_END) ist.push([type, top]);
+        }
+      }
       b = {
         top: await this.perCpu('cpu_current_top_of_stack'),
         irqTop: irqPtr !== undefined ? irqPtr + 8n : undefined,
-        sp0: tss !== undefined && this.perCpuBase !== undefined ? await this.gdb.readU64(this.perCpuBase + tss + BigInt(TSS_SP0)) : undefined,
+        sp0: tssAt !== undefined ? await this.gdb.readU64(tssAt + BigInt(TSS_SP0)) : undefined,
+        ist,
       };
       this.bounds = b;
     }
+    return this.onStack(s, rsp, b, 0);
+  }
+
+  /** The stack rsp is on, pushed to the sample, then the stacks it links to (an IST stack to what it interrupted). */
+  private async onStack(s: Sample, rsp: bigint, b: Bounds, depth: number): Promise<TakenSample['where']> {
+    const irqSize = BigInt(stackSize('irq'));
+    const threadSize = BigInt(THREAD_SIZE);
     const { top, irqTop, sp0 } = b;
+    for (const [type, istTop] of b.ist) {
+      const size = BigInt(stackSize(type));
+      if (!inRange(rsp, istTop, size)) continue;
+      s.stacks.push(await this.window(type, istTop - size, istTop, rsp));
+      // The hardware frame at the top holds the interrupted rsp (in_exception_stack: ((pt_regs *)end - 1)->sp);
+      // from user mode it is a user address and there is nothing more to read.
+      const link = await this.gdb.readU64(istTop - 16n);
+      if (depth < 3 && link !== undefined && link >= KERNEL_HALF && !s.stacks.some((x) => link >= x.begin && link < x.end)) {
+        await this.onStack(s, link, b, depth + 1);
+      }
+      return type;
+    }
 
     if (irqTop !== undefined && rsp >= irqTop - irqSize && rsp < irqTop) {
       const irq = await this.window('irq', irqTop - irqSize, irqTop, rsp);
@@ -211,7 +249,7 @@ export class Sampler {
       s.stacks.push(await this.window('entry', (sp0 - 1n) & ~BigInt(PAGE_SIZE - 1), sp0, rsp));
       return 'entry';
     }
-    if (rsp >= CPU_ENTRY_AREA && rsp < CPU_ENTRY_AREA_END) return 'unknown'; // an IST stack: not sampled here
+    if (rsp >= CPU_ENTRY_AREA && rsp < CPU_ENTRY_AREA_END) return 'unknown'; // in the cpu_entry_area, on no stack the TSS names
     const task = taskStackOf(rsp, top, threadSize);
     if (!task) return 'unknown';
     s.stacks.push(await this.window('task', task[0], task[1], rsp));
@@ -230,6 +268,14 @@ export class Sampler {
   get taken(): number {
     return this.n;
   }
+}
+
+interface Bounds {
+  top: bigint | undefined;
+  irqTop: bigint | undefined;
+  sp0: bigint | undefined;
+  /** The IST stacks' tops, from the TSS. */
+  ist: [StackType, bigint][];
 }
 
 /**

@@ -56,6 +56,17 @@ export interface ShadowOptions {
    * the kernel's ORC unwinder goes from there to the entry's pt_regs by design.
    */
   tolerance: 'encoded_fp' | 'orc';
+  /**
+   * With the frame-pointer rules: how this kernel's entry code marks pt_regs (issue 18), and so when
+   * the interrupted frame becomes recoverable — encoded (default): rbp reaches &pt_regs|1; section:
+   * rbp reaches the frame of the function the stub called with rsp at pt_regs (its return address
+   * is in entry text, its frame at pt_regs − 16); kernel_entry: rbp reaches the fake frame
+   * {pt_regs->bp, kernel_entry} the stub pushed at pt_regs − 16. The fake frame is not a caller:
+   * it is pushed without a call, so it is no frame of the truth (as in the emulator's layout).
+   */
+  design?: 'encoded' | 'section' | 'kernel_entry';
+  /** The kernel_entry design's dummy function: the value its stubs push as a fake return address. */
+  kernelEntry?: bigint;
   /** Whether an ip lies in the kernel's entry code (__entry_text_start..__entry_text_end). */
   inEntryCode: (ip: bigint) => boolean;
 }
@@ -72,6 +83,8 @@ export class ShadowStack {
   readonly replaced: ReplacedReturn[] = [];
   calls = 0;
   rets = 0;
+  /** kernel_entry design: the base of the fake frame the stub pushed (pt_regs − 16), while it is on the stack. */
+  private fake: bigint | undefined;
 
   constructor(readonly entry: EntryContext, private readonly o: ShadowOptions) {}
 
@@ -82,7 +95,15 @@ export class ShadowStack {
   /** One executed instruction: the state before it, what it was, the state after it. */
   advance(before: CpuState, insn: Insn, after: CpuState): void {
     const top = this.frames[this.frames.length - 1];
+    // The fake frame is gone once rsp is back above its return slot (add $0x10,%rsp).
+    if (this.fake !== undefined && after.sp > this.fake + 8n) this.fake = undefined;
     switch (insn.kind) {
+      case 'push_imm': {
+        // push $kernel_entry with rsp landing right below pt_regs: the fake frame's return slot.
+        const ke = this.o.kernelEntry;
+        if (ke !== undefined && insn.value === ke && after.sp === before.sp - 8n && this.entry.ptRegs.includes(after.sp + 8n)) this.fake = after.sp - 8n;
+        return;
+      }
       case 'call': {
         if (after.sp !== before.sp - 8n) throw new Error(`call at ${hex(before.ip)}: rsp went ${hex(before.sp)} → ${hex(after.sp)}, not down by 8`);
         if (top) top.rbpAtCall = before.bp;
@@ -124,9 +145,23 @@ export class ShadowStack {
     return a.pushed && bp === a.slot - 8n;
   }
 
-  /** Whether following rbp through the frames the activations built reaches this entry's marker, &pt_regs|1. */
+  /**
+   * Whether following rbp through the frames the activations built reaches this entry's marker,
+   * the design's way (ShadowOptions.design): &pt_regs|1; the stub-called frame at pt_regs − 16;
+   * or the fake kernel_entry frame there, once both its words are pushed.
+   */
   markerReachable(cur: CpuState): boolean {
-    return this.reaches(cur, (b) => (b & 1n) === 1n && this.entry.ptRegs.includes(b - 1n));
+    const regs = this.entry.ptRegs;
+    switch (this.o.design ?? 'encoded') {
+      case 'encoded':
+        return this.reaches(cur, (b) => (b & 1n) === 1n && regs.includes(b - 1n));
+      case 'section':
+        return this.reaches(cur, (b) => regs.includes(b + 16n) && this.frames.some((f) => f.slot === b + 8n && f.pushed));
+      case 'kernel_entry': {
+        const fake = this.fake;
+        return fake !== undefined && cur.sp <= fake && this.reaches(cur, (b) => b === fake);
+      }
+    }
   }
 
   /** Whether following rbp through the activations' frames meets a value `hit` accepts. */

@@ -97,3 +97,71 @@ test('entry code that clears rbp cuts the chain below the entry: tolerated there
   const outside = sh.truth({ ip: HANDLER, sp: P, bp: 0n }, false);
   assert.deepEqual(outside.map((f) => f.tolerated), [undefined, 'entry_code', undefined]);
 });
+
+// The other two entry designs of issue 18 (patches/kernel/README.md). Both leave rbp = 0 after
+// PUSH_AND_CLEAR_REGS; what makes the interrupted frame reachable differs.
+const KE = 0xffffffff812001b0n; // the kernel_entry dummy's address
+const states = (design: 'section' | 'kernel_entry') => {
+  const sh = new ShadowStack(
+    { type: 'timer', ip: 0xffffffff81234567n, sp: P + 168n, user: false, ptRegs: [P], base: [{ ip: 0xffffffff81200000n, kind: 'call' }], bp: INTERRUPTED_BP },
+    { tolerance: 'encoded_fp', inEntryCode: inEntry, design, kernelEntry: KE },
+  );
+  let cur: CpuState = { ip: STUB + 0x20n, sp: P, bp: 0n };
+  const out: [string, ReturnType<ShadowStack['truth']>][] = [];
+  const go = (name: string, i: Insn, next: Partial<CpuState>, atPush = false): void => {
+    const after = { ...cur, ...next };
+    sh.advance(cur, i, after);
+    cur = after;
+    out.push([name, sh.truth(cur, atPush)]);
+  };
+  const regsTol = (name: string): string | undefined => out.find(([n]) => n === name)![1].find((f) => f.kind === 'regs')!.tolerated;
+  return { sh, out, go, regsTol, at: () => cur };
+};
+
+test('section: the interrupted frame is reachable exactly while the stub-called handler\'s frame is on the rbp chain', () => {
+  const { go, regsTol, out } = states('section');
+  go('handlerFirst', insn('call', 5), { ip: HANDLER, sp: P - 8n }, true);
+  go('handlerPushed', insn('push_rbp'), { ip: HANDLER + 1n, sp: P - 16n });
+  go('handlerFramed', insn('mov_rsp_rbp', 3), { ip: HANDLER + 4n, bp: P - 16n });
+  go('leaf', insn('call', 5), { ip: LEAF, sp: P - 24n });
+  go('backInHandler', insn('ret'), { ip: HANDLER + 9n, sp: P - 16n });
+  go('handlerEpilogue', insn('pop_rbp'), { ip: HANDLER + 10n, sp: P - 8n, bp: 0n });
+  go('backInStub', insn('ret'), { ip: STUB + 0x2an, sp: P });
+  assert.equal(regsTol('handlerFirst'), 'entry_code');
+  assert.equal(regsTol('handlerPushed'), 'entry_code');
+  assert.equal(regsTol('handlerFramed'), undefined);
+  assert.equal(regsTol('leaf'), undefined);
+  assert.equal(regsTol('backInHandler'), undefined);
+  assert.equal(regsTol('handlerEpilogue'), 'entry_code');
+  assert.equal(regsTol('backInStub'), 'entry_code');
+  // In the handler's prologue no walk from rbp = 0 reaches the interrupted chain, and the handler is
+  // not entry code: the chain below stays a hard loss (the kernel warns there: bad_address).
+  const first = out.find(([n]) => n === 'handlerFirst')![1];
+  assert.equal(first[first.length - 1]!.tolerated, undefined);
+});
+
+test('kernel_entry: reachable from the fake frame\'s mov %rsp,%rbp to its add $0x10,%rsp; the fake frame is no caller', () => {
+  const { go, regsTol, out, sh } = states('kernel_entry');
+  go('pushedKe', { kind: 'push_imm', len: 5, rep: false, value: KE }, { ip: STUB + 0x25n, sp: P - 8n });
+  go('pushedBp', insn('other', 3), { ip: STUB + 0x28n, sp: P - 16n });
+  go('fakeFramed', insn('mov_rsp_rbp', 3), { ip: STUB + 0x2bn, bp: P - 16n });
+  go('handlerFirst', insn('call', 5), { ip: HANDLER, sp: P - 24n }, true);
+  go('handlerFramed', insn('push_rbp'), { ip: HANDLER + 1n, sp: P - 32n });
+  go('handlerMov', insn('mov_rsp_rbp', 3), { ip: HANDLER + 4n, bp: P - 32n });
+  go('handlerEpilogue', insn('pop_rbp'), { ip: HANDLER + 5n, sp: P - 24n, bp: P - 16n });
+  go('backInStub', insn('ret'), { ip: STUB + 0x30n, sp: P - 16n });
+  go('fakeDropped', insn('other', 4), { ip: STUB + 0x34n, sp: P });
+  assert.equal(regsTol('pushedKe'), 'entry_code');
+  assert.equal(regsTol('pushedBp'), 'entry_code');
+  for (const n of ['fakeFramed', 'handlerFirst', 'handlerFramed', 'handlerMov', 'handlerEpilogue', 'backInStub']) assert.equal(regsTol(n), undefined, n);
+  assert.equal(regsTol('fakeDropped'), 'entry_code');
+  for (const [n, frames] of out) assert.ok(frames.every((f) => f.ip !== KE), `${n}: kernel_entry is in the truth`);
+  assert.equal(sh.depth, 0);
+});
+
+test('kernel_entry: a push of the dummy\'s address anywhere but right below pt_regs marks nothing', () => {
+  const { go, regsTol } = states('kernel_entry');
+  go('elsewhere', { kind: 'push_imm', len: 5, rep: false, value: KE }, { ip: STUB + 0x25n, sp: P - 40n });
+  go('mov', insn('mov_rsp_rbp', 3), { ip: STUB + 0x28n, bp: P - 40n });
+  assert.equal(regsTol('mov'), 'entry_code');
+});

@@ -27,7 +27,7 @@ class SectionWalker extends FrameWalker {
     if (ke !== undefined && retS === ke) {
       return { kind: 'stop', reason: 'pt_regs_not_decoded', message: 'the return address is the dummy kernel_entry: this entry stub is not in the entry section' };
     }
-    if (!this.isStubReturn(retS)) return CALL;
+    if (!this.isStubReturn(retS) && !this.inEnclosingEntryText(retS)) return CALL;
     const stub = this.profile.stubAtS(retS);
     const slot = this.bp + 8;
     // On a kernel_entry kernel the stub's caller frame is the fake kernel_entry frame, not pt_regs:
@@ -45,6 +45,19 @@ class SectionWalker extends FrameWalker {
     const at = this.chainLocate(this.space.hi, this.space.lo, PT_REGS_SIZE, -1, 0);
     if (at < 0) return { kind: 'stop', reason: 'pt_regs_not_decoded', message: 'the pt_regs pointer saved by the entry stub points nowhere on the sample\'s stacks' };
     return { kind: 'call_then_regs', regs: at };
+  }
+
+  /**
+   * Where __irqentry_text lies inside .entry.text (6.1: the idtentry stubs), the stubs outside it
+   * call their C handlers the same way, rsp at pt_regs: asm_exc_nmi (exc_nmi, from
+   * end_repeat_nmi and the user-mode path), the paranoid #DB/#MC/#DF paths, entry_SYSCALL_64 and
+   * ret_from_fork. The section design's unwinder (patches/kernel/section/2-unwinder.patch) takes
+   * any return address in .entry.text; with __irqentry_text alone a kernel-mode NMI is not decoded.
+   */
+  private inEnclosingEntryText(retS: number): boolean {
+    const { entry, irqentry } = this.profile.sections;
+    if (!entry || !irqentry || irqentry.startS < entry.startS || irqentry.endS > entry.endS) return false;
+    return retS >= entry.startS && retS < entry.endS;
   }
 
   /** An encoded bp outside a stub frame is an entry this strategy cannot see: its stub is outside the section. */

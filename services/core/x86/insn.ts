@@ -2,8 +2,10 @@
 // (and their length, which gives the return address), returns, iretq, sysretq, and the frame
 // instructions of a prologue and an epilogue. Pure: bytes in, a description out (Intel SDM vol. 2,
 // one-byte opcode map and ModR/M addressing in 64-bit mode). Anything else is 'other'.
+// Two more mark the entry designs of issue 18: ENCODE_FRAME_POINTER is `lea disp8(%rsp),%rbp`
+// (48 8d 6c 24 disp8), and the kernel_entry design's fake return address is `push $imm32` (68 imm32).
 
-export type InsnKind = 'call' | 'ret' | 'iret' | 'sysret' | 'push_rbp' | 'mov_rsp_rbp' | 'pop_rbp' | 'leave' | 'other';
+export type InsnKind = 'call' | 'ret' | 'iret' | 'sysret' | 'push_rbp' | 'mov_rsp_rbp' | 'pop_rbp' | 'leave' | 'lea_rsp_rbp' | 'push_imm' | 'other';
 
 export interface Insn {
   kind: InsnKind;
@@ -11,6 +13,8 @@ export interface Insn {
   len?: number;
   /** True when a REP/REPNE prefix is present: one step may execute one iteration only. */
   rep: boolean;
+  /** lea_rsp_rbp: the displacement (rbp = rsp + disp); push_imm: the pushed value, sign-extended to 64 bits. */
+  value?: bigint;
 }
 
 const LEGACY_PREFIXES = new Set([0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3]);
@@ -60,6 +64,16 @@ export function decodeInsn(b: Uint8Array): Insn {
       return rex === 0x48 && b[i + 1] === 0xe5 ? { kind: 'mov_rsp_rbp', len: i + 2, rep } : { kind: 'other', rep };
     case 0x8b:
       return rex === 0x48 && b[i + 1] === 0xec ? { kind: 'mov_rsp_rbp', len: i + 2, rep } : { kind: 'other', rep };
+    // lea disp8(%rsp),%rbp: REX.W alone, ModR/M 01 101 100 (rbp, SIB + disp8), SIB 0x24 (base rsp, no index).
+    case 0x8d:
+      return rex === 0x48 && b[i + 1] === 0x6c && b[i + 2] === 0x24 && i + 3 < b.length
+        ? { kind: 'lea_rsp_rbp', len: i + 4, rep, value: BigInt((b[i + 3]! << 24) >> 24) }
+        : { kind: 'other', rep };
+    case 0x68: {
+      if (i !== 0 || b.length < 5) return { kind: 'other', rep }; // with 66 it pushes 16 bits
+      const imm = (b[1]! | (b[2]! << 8) | (b[3]! << 16) | (b[4]! << 24)); // already signed: the CPU sign-extends it
+      return { kind: 'push_imm', len: 5, rep, value: BigInt.asUintN(64, BigInt(imm)) };
+    }
     case 0x0f:
       return b[i + 1] === 0x07 ? { kind: 'sysret', len: i + 2, rep } : { kind: 'other', rep };
     case 0xff: {

@@ -35,6 +35,19 @@ test('returns, iretq, sysretq and the frame instructions', () => {
   assert.equal(decodeInsn(b(0xf3, 0xa4)).rep, true); // rep movsb
 });
 
+test('the entry designs\' marks: ENCODE_FRAME_POINTER\'s lea and the kernel_entry push', () => {
+  // lea 0x1(%rsp),%rbp (ENCODE_FRAME_POINTER) and lea 0x9(%rsp),%rbp (ENCODE_FRAME_POINTER 8 in error_entry)
+  assert.deepEqual(decodeInsn(b(0x48, 0x8d, 0x6c, 0x24, 0x01)), { kind: 'lea_rsp_rbp', len: 5, rep: false, value: 1n });
+  assert.equal(decodeInsn(b(0x48, 0x8d, 0x6c, 0x24, 0x09)).value, 9n);
+  assert.equal(decodeInsn(b(0x48, 0x8d, 0x6c, 0x24, 0xf8)).value, -8n);
+  assert.equal(decodeInsn(b(0x4c, 0x8d, 0x6c, 0x24, 0x01)).kind, 'other'); // lea 0x1(%rsp),%r13
+  assert.equal(decodeInsn(b(0x48, 0x8d, 0x7c, 0x24, 0x01)).kind, 'other'); // lea 0x1(%rsp),%rdi
+  // push $0xffffffff812001a0: imm32 0x812001a0, sign-extended (the kernel_entry design's fake return address)
+  assert.deepEqual(decodeInsn(b(0x68, 0xa0, 0x01, 0x20, 0x81)), { kind: 'push_imm', len: 5, rep: false, value: 0xffffffff812001a0n });
+  assert.equal(decodeInsn(b(0x68, 0xff, 0xff, 0xff, 0x7f)).value, 0x7fffffffn);
+  assert.equal(decodeInsn(b(0x66, 0x68, 1, 2)).kind, 'other'); // pushw $imm16
+});
+
 test('ModR/M lengths: register, rip-relative, SIB with and without base, displacements', () => {
   assert.equal(modrmLength(b(0xc0), 0), 1);
   assert.equal(modrmLength(b(0x05), 0), 5);
