@@ -109,6 +109,7 @@ export const COMMANDS: Record<string, Command> = {
   check: { usage: 'check    unwind and judge dumps', help: () => CHECK_USAGE, run: (a, io) => check(a, io) },
   demo: { usage: 'demo     check the shipped example and explain the output', help: () => DEMO_USAGE, noArgs: true, run: (_a, io) => demo(io) },
   host: { usage: 'host     qemu ...  sample (or --sweep) Debian\'s kernel or your own under QEMU', help: async () => `${(await import('./host.ts')).USAGE}${(await import('./host-sweep.ts')).SWEEP_USAGE}`, run: async (a, io) => (await import('./host.ts')).runHost(a, io) },
+  experiment: { usage: 'experiment  the three entry designs on a real kernel: build, sample, sweep, report', help: async () => (await import('./experiment.ts')).EXPERIMENT_USAGE, run: async (a, io) => (await import('./experiment.ts')).runExperimentCommand(a, io) },
   sweep: { usage: 'sweep    single-step entry code, blind-spot table', help: () => SWEEP_USAGE, run: async (a, io) => (await import('./sweep.ts')).runSweep(a, io) },
   emulate: { usage: 'emulate  emulated fleet: a dump (--out) or uploads (--upload)', help: () => EMULATE_USAGE, run: async (a, io) => (await import('./emulate.ts')).runEmulate(a, io) },
   // The service commands load fastify/BullMQ lazily so that `check` stays light.

@@ -208,11 +208,18 @@ export function emulatorPath(l: LayoutName, scenarioName: string, o: Omit<Emulat
   const b = new RowBuilder(profile, o.rowStrategies ? new Set(o.rowStrategies) : undefined);
   const primary = scenarioEntries(sc.name)[0];
   const win = o.window === 'entry' && primary ? new EntryWindow(primary.stub) : undefined;
+  const fns = new Set<string>();
   sweepScenario(k, sc, (st) => {
     if (win && !win.take(st)) return;
+    fns.add(st.fn);
     b.add(st, checkSample(st.sample, profile, strategies).results);
   });
-  return { layout: designOf(l), scenario: sc.name, steps: b.steps, totals: b.totals, blindSpots: b.rows };
+  const out: EmulatorPath = { layout: designOf(l), scenario: sc.name, steps: b.steps, totals: b.totals, blindSpots: b.rows, pathFns: [...fns] };
+  const real = scenarioToPath(sc.name);
+  if (real !== undefined) out.path = real;
+  const cost = primary ? emulatorEntryCost(l, sc.name) : undefined;
+  if (cost) out.entryCost = { in: cost.in, out: cost.out };
+  return out;
 }
 
 /** The emulator's sweep of every scenario on a clean kernel of each of the three layouts: one path per layout and scenario. */

@@ -117,11 +117,15 @@ export interface InstantResult {
 export interface EmulatorPath {
   layout: DesignName;
   scenario: string;
+  /** The real sweep's path this scenario corresponds to ("timer from kernel"), when one does. */
+  path?: string;
   steps: number;
   totals: Record<string, Record<SweepOutcome, number>>;
   blindSpots: BlindSpot[];
   /** The functions the emulated path ran through (the comparison looks only at those both ran). */
   pathFns?: string[];
+  /** The emulated entry's instructions in its stub, in and out (the emulator folds error_entry into one step). */
+  entryCost?: { in: number; out: number };
 }
 
 export interface Difference {
