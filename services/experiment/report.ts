@@ -132,12 +132,13 @@ function designSection(d: DesignResult): string {
     const strategies = Object.keys(p.totals);
     o.push(table(['strategy', ...OUTCOMES], strategies.map((s) => [s === d.strategy ? `**${s}**` : s, ...OUTCOMES.map((x) => p.totals[s]![x])]), ['l', 'r', 'r', 'r', 'r', 'r', 'r']));
     const own = p.blindSpots.filter((b) => b.strategy === d.strategy);
-    if (own.length === 0) {
-      o.push(`\`${d.strategy}\` is exact at every instruction.\n`);
-      continue;
+    const blind = own.filter((b) => b.outcome !== 'window');
+    if (blind.length === 0) o.push(`\n\`${d.strategy}\` is never blind on this path: every instruction is exact or in a window the kernel documents.\n`);
+    else {
+      o.push(`\nWhere \`${d.strategy}\` is blind:\n`);
+      o.push(table(['where', 'insns', 'outcome', 'verdict', 'lost', 'finding'], blind.map((b) => [b.where, b.steps, b.outcome, `${b.verdict}${b.reason ? `/${b.reason}` : ''}`, lostText(b), b.findingTitle ?? 'none (silent)']), ['l', 'r', 'l', 'l', 'l', 'l']));
     }
-    o.push(`\nWhere \`${d.strategy}\` is not exact:\n`);
-    o.push(table(['where', 'insns', 'outcome', 'verdict', 'lost', 'finding'], own.map((b) => [b.where, b.steps, b.outcome, `${b.verdict}${b.reason ? `/${b.reason}` : ''}`, lostText(b), b.findingTitle ?? 'none (silent)']), ['l', 'r', 'l', 'l', 'l', 'l']));
+    o.push(windowSummary(own.filter((b) => b.outcome === 'window')));
   }
   if (d.random) {
     o.push(`\n### Random stops (${d.random.samples})\n`);
@@ -147,6 +148,31 @@ function designSection(d: DesignResult): string {
       o.push('');
       o.push(table(['finding', 'strategy', 'samples', 'first'], d.random.findings.map((f) => [f.title, f.strategy, f.count, f.firstSample + 1]), ['l', 'l', 'r', 'r']));
     }
+  }
+  return o.join('\n');
+}
+
+/**
+ * The windows of a path, summed by what the kernel documents as lost there; the entry-code ones
+ * (where the designs differ) listed one by one, the C-code ones (prologue, epilogue, leaf: the same
+ * in every design) only counted.
+ */
+export function windowSummary(windows: readonly BlindSpot[]): string {
+  if (windows.length === 0) return '';
+  const by = new Map<string, { runs: number; insns: number }>();
+  for (const w of windows) {
+    const k = w.lost.join('+') || 'nothing';
+    const e = by.get(k) ?? { runs: 0, insns: 0 };
+    e.runs++;
+    e.insns += w.steps;
+    by.set(k, e);
+  }
+  const o: string[] = ['\nWindows (the kernel\'s own unwinder is silent there too):', ''];
+  o.push(table(['lost', 'runs', 'insns'], [...by].sort((a, b) => b[1].insns - a[1].insns).map(([k, e]) => [k, e.runs, e.insns]), ['l', 'r', 'r']));
+  const entry = windows.filter((w) => w.lost.includes('entry_code'));
+  if (entry.length) {
+    o.push('\nIn entry code:\n');
+    o.push(table(['where', 'insns', 'verdict'], entry.map((w) => [w.where, w.steps, `${w.verdict}${w.reason ? `/${w.reason}` : ''}`]), ['l', 'r', 'l']));
   }
   return o.join('\n');
 }

@@ -193,7 +193,7 @@ async function sweepPaths(k: BuiltKernel, design: DesignName, paths: readonly Sw
         continue;
       }
       log(`${design} ${pathName(p)}: ${sw.steps.length} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-      out.push(pathResult(sw, p, target.profile, target.buildId));
+      out.push(pathResult(sw, p, target.profile, target.buildId, DESIGN_STRATEGY[design]));
     }
   } finally {
     target.close();
@@ -201,9 +201,14 @@ async function sweepPaths(k: BuiltKernel, design: DesignName, paths: readonly Sw
   return { paths: out, buildId: target.buildId };
 }
 
-function pathResult(sw: EntrySweep, p: SweepPath, profile: Parameters<typeof blindSpotTable>[1], buildId: string): PathResult {
+/**
+ * Rows kept: every one of the design's own strategy; the other strategies' blind ones (not their
+ * windows); none of fp's, the baseline that is wrong nearly everywhere (its totals say so).
+ */
+function pathResult(sw: EntrySweep, p: SweepPath, profile: Parameters<typeof blindSpotTable>[1], buildId: string, own: string): PathResult {
   const table = blindSpotTable([sw], profile, SWEEP_ENTRIES[p.entry].type, buildId);
-  const blindSpots: BlindSpot[] = table.rows.map((r) => {
+  const kept = table.rows.filter((r) => r.strategy === own || (r.strategy !== 'fp' && r.outcome !== 'window'));
+  const blindSpots: BlindSpot[] = kept.map((r) => {
     const range = r.offFrom === r.offTo ? `+0x${r.offFrom.toString(16)}` : `+0x${r.offFrom.toString(16)}..+0x${r.offTo.toString(16)}`;
     const b: BlindSpot = { strategy: r.strategy, where: `${r.fn}${range}`, fn: r.fn, steps: r.steps, outcome: r.outcome, verdict: r.verdict, lost: r.lost };
     if (r.reason !== undefined) b.reason = r.reason;
