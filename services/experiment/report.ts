@@ -138,7 +138,7 @@ function designSection(d: DesignResult): string {
       o.push(`\nWhere \`${d.strategy}\` is blind:\n`);
       o.push(table(['where', 'insns', 'outcome', 'verdict', 'lost', 'finding'], blind.map((b) => [b.where, b.steps, b.outcome, `${b.verdict}${b.reason ? `/${b.reason}` : ''}`, lostText(b), b.findingTitle ?? 'none (silent)']), ['l', 'r', 'l', 'l', 'l', 'l']));
     }
-    o.push(windowSummary(own.filter((b) => b.outcome === 'window')));
+    o.push(windowSummary(own.filter((b) => b.outcome === 'window'), p.windowTotals));
   }
   if (d.random) {
     o.push(`\n### Random stops (${d.random.samples})\n`);
@@ -157,9 +157,9 @@ function designSection(d: DesignResult): string {
  * (where the designs differ) listed one by one, the C-code ones (prologue, epilogue, leaf: the same
  * in every design) only counted.
  */
-export function windowSummary(windows: readonly BlindSpot[]): string {
-  if (windows.length === 0) return '';
-  const by = new Map<string, { runs: number; insns: number }>();
+export function windowSummary(windows: readonly BlindSpot[], summed: Record<string, { runs: number; insns: number }> = {}): string {
+  if (windows.length === 0 && Object.keys(summed).length === 0) return '';
+  const by = new Map<string, { runs: number; insns: number }>(Object.entries(summed).map(([k, v]) => [k, { ...v }]));
   for (const w of windows) {
     const k = w.lost.join('+') || 'nothing';
     const e = by.get(k) ?? { runs: 0, insns: 0 };

@@ -67,6 +67,8 @@ export interface PathResult {
   entryCost?: { in: number; out: number };
   totals: Record<string, Record<SweepOutcome, number>>;
   blindSpots: BlindSpot[];
+  /** The design's own strategy's windows in C code, summed by what is lost (their rows are not kept). */
+  windowTotals?: Record<string, { runs: number; insns: number }>;
   /** The functions the path ran through (to tell which random samples landed on it). */
   pathFns?: string[];
 }

@@ -11,9 +11,11 @@ import type { StrategyName } from '../core/unwind/types.ts';
 import { builtFpKernel, type BuiltKernel } from '../realkernel/fp-kernel.ts';
 import { captureInstant } from '../realkernel/instant-trace.ts';
 import { blindSpotTable, entryCostOf, sweepEntry, SWEEP_ENTRIES, type EntrySweep, type FromMode, type SweepEntryName } from '../realkernel/real-sweep.ts';
-import { runSampling } from '../realkernel/run.ts';
+import { strategiesFor } from '../realkernel/run.ts';
+import { checkSample } from '../core/check/checker.ts';
+import { StackSpace } from '../core/unwind/space.ts';
 import { RealHostSession } from '../realkernel/session.ts';
-import { openSweepTarget } from '../realkernel/sweep-target.ts';
+import { openSweepTarget, readEntryDesign, withDesignLayouts } from '../realkernel/sweep-target.ts';
 import { compareWithEmulator } from './compare.ts';
 import { emulatorPaths } from './emulator-side.ts';
 import { DESIGN_STRATEGY, DESIGNS, type BlindSpot, type DesignName, type DesignResult, type ExperimentResults, type InstantResult, type KernelRef, type PathResult, type RandomResult } from './results.ts';
@@ -130,24 +132,30 @@ interface RandomRun extends RandomResult {
 async function randomRun(k: BuiltKernel, samples: number, log: (s: string) => void): Promise<RandomRun> {
   const session = await RealHostSession.open({ own: { kernel: k.image, vmlinux: k.vmlinux }, log });
   try {
-    const run = await runSampling(session, { samples });
+    // Judged with the layouts the kernel's code produces, as the sweep judges it (sweep-target.ts).
+    const design = await readEntryDesign(session.gdb, session.profile, session.kallsyms);
+    const profile = withDesignLayouts(session.profile, session.kallsyms, design.design);
+    log(design.note);
+    const strategies = strategiesFor(profile).filter((s) => s !== 'orc' || profile.orc);
     const verdicts: Record<string, Record<string, number>> = {};
     const byId = new Map<string, RandomResult['findings'][number]>();
     const sampledFns: string[] = [];
-    run.forEach((c, i) => {
-      for (const r of c.check.results) {
+    for (let i = 0; i < samples; i++) {
+      const { sample } = await session.take();
+      const check = checkSample(sample, profile, strategies, { space: new StackSpace(sample) });
+      for (const r of check.results) {
         const v = (verdicts[r.strategy] ??= {});
         v[r.verdict] = (v[r.verdict] ?? 0) + 1;
       }
-      const ip = c.sample.regs?.ip;
-      sampledFns.push(ip === undefined ? '?' : session.profile.symbols.lookup(ip)?.name ?? '?');
-      for (const f of findingsOf(c.sample, c.check, session.profile, BASELINE)) {
+      const ip = sample.regs?.ip;
+      sampledFns.push(ip === undefined ? '?' : profile.symbols.lookup(ip)?.name ?? '?');
+      for (const f of findingsOf(sample, check, profile, BASELINE)) {
         const had = byId.get(f.id);
         if (had) had.count++;
         else byId.set(f.id, { id: f.id, title: f.title, strategy: f.strategy, count: 1, firstSample: i });
       }
-    });
-    return { samples: run.length, verdicts, findings: [...byId.values()].sort((a, b) => a.firstSample - b.firstSample), sampledFns };
+    }
+    return { samples, verdicts, findings: [...byId.values()].sort((a, b) => a.firstSample - b.firstSample), sampledFns };
   } finally {
     session.close();
   }
@@ -202,12 +210,20 @@ async function sweepPaths(k: BuiltKernel, design: DesignName, paths: readonly Sw
 }
 
 /**
- * Rows kept: every one of the design's own strategy; the other strategies' blind ones (not their
- * windows); none of fp's, the baseline that is wrong nearly everywhere (its totals say so).
+ * Rows kept: the design's own strategy's, its windows in C code (prologue, epilogue, leaf: alike in
+ * every design) only summed; the other strategies' totals only (fp, the baseline, is wrong nearly
+ * everywhere; encoded_fp and section cannot read the other designs' entries at all).
  */
 function pathResult(sw: EntrySweep, p: SweepPath, profile: Parameters<typeof blindSpotTable>[1], buildId: string, own: string): PathResult {
   const table = blindSpotTable([sw], profile, SWEEP_ENTRIES[p.entry].type, buildId);
-  const kept = table.rows.filter((r) => r.strategy === own || (r.strategy !== 'fp' && r.outcome !== 'window'));
+  const kept = table.rows.filter((r) => r.strategy === own && (r.outcome !== 'window' || r.lost.includes('entry_code')));
+  const windowTotals: Record<string, { runs: number; insns: number }> = {};
+  for (const r of table.rows) {
+    if (r.strategy !== own || r.outcome !== 'window' || r.lost.includes('entry_code')) continue;
+    const e = (windowTotals[r.lost.join('+') || 'nothing'] ??= { runs: 0, insns: 0 });
+    e.runs++;
+    e.insns += r.steps;
+  }
   const blindSpots: BlindSpot[] = kept.map((r) => {
     const range = r.offFrom === r.offTo ? `+0x${r.offFrom.toString(16)}` : `+0x${r.offFrom.toString(16)}..+0x${r.offTo.toString(16)}`;
     const b: BlindSpot = { strategy: r.strategy, where: `${r.fn}${range}`, fn: r.fn, steps: r.steps, outcome: r.outcome, verdict: r.verdict, lost: r.lost };
@@ -225,7 +241,7 @@ function pathResult(sw: EntrySweep, p: SweepPath, profile: Parameters<typeof bli
   const cost = entryCostOf(sw);
   return {
     path: pathName(p), entry: p.entry, from: p.from, steps: sw.steps.length, returned: sw.returned,
-    ...(cost ? { entryCost: cost } : {}), totals: table.totals, blindSpots,
+    ...(cost ? { entryCost: { in: cost.in, out: cost.out } } : {}), totals: table.totals, blindSpots, windowTotals,
     pathFns: [...new Set(sw.steps.map((s) => s.fn))],
   };
 }

@@ -2,7 +2,7 @@
 // user's own bzImage with its vmlinux (--kernel/--vmlinux). For the latter the profile comes from
 // the vmlinux (build id, ORC tables if any, frame pointers with their evidence) and the symbols from
 // the guest's /proc/kallsyms, both through the session module like `host qemu --kernel`.
-import type { KernelProfile } from '../core/symbols/profile.ts';
+import { KernelProfile, type EntryLayout } from '../core/symbols/profile.ts';
 import type { StrategyName } from '../core/unwind/types.ts';
 import { decodeInsn } from '../core/x86/insn.ts';
 import type { GdbStub } from './gdbstub.ts';
@@ -105,6 +105,27 @@ export async function readEntryDesign(gdb: GdbStub, profile: KernelProfile, kall
   return entryDesignOf(code, addrs.get('kernel_entry'));
 }
 
+/**
+ * The entry layouts a design's kernel produces. The symbols alone cannot tell a section kernel
+ * from an encoded one (both have the entry section), so a profile inferred from them declares
+ * both, and then an odd rbp (a user value at an entry from user mode) reads as an encoding the
+ * section strategy steps aside for. Read from the code, the design says which: 6.1 as shipped
+ * encodes and has the section (both layouts); the section design only the section; kernel_entry its
+ * marker frame.
+ */
+export function layoutsOfDesign(design: EntryDesign): EntryLayout[] {
+  return design === 'encoded' ? ['encoded_fp', 'section'] : [design];
+}
+
+/** The profile with the layouts the design's code produces instead of those guessed from its symbols. */
+export function withDesignLayouts(p: KernelProfile, kallsyms: string, design: EntryDesign): KernelProfile {
+  return KernelProfile.fromKallsyms(kallsyms, {
+    layouts: layoutsOfDesign(design), kasan: p.kasan,
+    ...(p.buildId !== undefined ? { buildId: p.buildId } : {}), ...(p.orc ? { orc: p.orc } : {}),
+    ...(p.framePointers !== undefined ? { framePointers: p.framePointers } : {}), ...(p.provenance ? { provenance: p.provenance } : {}),
+  });
+}
+
 export async function openSweepTarget(o: TargetOptions): Promise<SweepTarget> {
   const log = o.log ?? (() => {});
   if (o.kernel === undefined && o.vmlinux !== undefined) throw new Error('--vmlinux needs --kernel (the default kernel brings its own)');
@@ -134,7 +155,7 @@ export async function openSweepTarget(o: TargetOptions): Promise<SweepTarget> {
     notes.push(design.note);
   }
   return {
-    gdb: s.gdb, sampler: s.sampler, profile: s.profile, kallsyms: s.kallsyms, buildId: s.build.buildId,
+    gdb: s.gdb, sampler: s.sampler, profile: design ? withDesignLayouts(s.profile, s.kallsyms, design.design) : s.profile, kallsyms: s.kallsyms, buildId: s.build.buildId,
     unwinder: fp ? 'frame_pointer' : 'orc', ...(design ? { design: design.design, designNote: design.note } : {}), strategies, notes,
     close: () => s.close(),
   };
